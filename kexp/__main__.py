@@ -1,0 +1,3 @@
+from kexp.cli import app
+
+app(prog_name="kexp")

@@ -1,0 +1,542 @@
+"""The experiment config: every key, its default and what it allows, in one place.
+
+A config is YAML read with `yaml.safe_load` semantics only (data, never code). `load_config` applies
+`--set` overrides, validates the whole file and raises one `ConfigError` that lists every problem as
+`FILE: dotted.key: what is wrong; got X; allowed: ...`. This module never imports TensorFlow: checks
+that need Keras' registries or the data live in `kexp.models` / `kexp.experiment`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kexp.errors import ConfigError
+
+KERAS_DATASETS = ("boston_housing", "cifar10", "fashion_mnist", "imdb", "mnist", "reuters")
+SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+MAX_NODES = 100_000  # a config with more YAML nodes (after anchors expand) is refused
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Columns = Union[list[str], dict[str, list[str]]]
+
+
+class Section(BaseModel):
+    """Strict base: unknown keys are errors, no type coercion, no NaN/inf."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- dataset
+class _KerasFile(Section):
+    data_dir: str | None = None  # folder with Keras-format files; default $KEXP_DATA_DIR
+    file_hash: str | None = None  # sha256 of a downloaded file; default: Keras' published hash
+
+
+class ImdbData(_KerasFile):
+    name: Literal["imdb"]
+    num_words: PosInt | None = None
+    skip_top: NonNegInt = 0
+    maxlen: PosInt | None = None
+    seed: int = 113
+    start_char: int | None = 1
+    oov_char: int | None = 2
+    index_from: NonNegInt = 3
+
+
+class ReutersData(ImdbData):
+    name: Literal["reuters"]  # type: ignore[assignment]
+    test_split: Fraction = 0.2
+
+
+class BostonData(_KerasFile):
+    name: Literal["boston_housing"]
+    test_split: Fraction = 0.2
+    seed: int = 113
+
+
+class ImageData(_KerasFile):
+    name: Literal["mnist", "fashion_mnist", "cifar10"]
+
+
+class SklearnData(Section):
+    name: Literal["breast_cancer", "diabetes", "digits", "iris", "wine"]
+    features: Columns | None = None  # a list of feature names, or input name -> feature names
+    test_split: Fraction = 0.2
+    seed: int = 0
+    stratify: bool = True  # classification sets only
+
+
+class CsvData(Section):
+    name: Literal["csv"]
+    path: str
+    target: str | dict[str, str]  # column, or output name -> column
+    features: Columns | None = None  # default: every other column
+    test_path: str | None = None
+    test_split: Fraction | None = None  # used when test_path is absent (default 0.2)
+    seed: int = 0
+    delimiter: str = ","
+
+
+class NpzData(Section):
+    name: Literal["npz"]
+    path: str
+    x: str | dict[str, str] = "x_train"  # array name, or input name -> array name
+    y: str | dict[str, str] = "y_train"
+    x_test: str | dict[str, str] | None = "x_test"
+    y_test: str | dict[str, str] | None = "y_test"
+    test_split: Fraction | None = None  # used when the file has no test arrays
+    seed: int = 0
+
+
+Dataset = Annotated[
+    Union[ImdbData, ReutersData, BostonData, ImageData, SklearnData, CsvData, NpzData],
+    Field(discriminator="name"),
+]
+
+
+# --------------------------------------------------------------------------- preprocessing
+class PadSequences(Section):
+    maxlen: PosInt
+    padding: Literal["pre", "post"] = "pre"
+    truncating: Literal["pre", "post"] = "pre"
+    value: int = 0
+
+
+class Preprocessing(Section):
+    multi_hot: PosInt | None = None  # integer sequences -> 0/1 vectors this wide
+    pad_sequences: PadSequences | None = None  # integer sequences -> (n, maxlen) for Embedding
+    scale: float | None = None  # multiply inputs, e.g. 0.00392156862745098 (1/255) for images
+    flatten: bool = False  # (n, a, b, ...) -> (n, a*b*...)
+    standardize: bool = False  # (x - mean) / std, fitted on the training part only
+    labels: Literal["binary", "categorical", "sparse", "raw"] | None = None  # default: from the loss
+
+    @model_validator(mode="after")
+    def _one_sequence_encoding(self):
+        if self.multi_hot is not None and self.pad_sequences is not None:
+            raise ValueError("multi_hot and pad_sequences exclude each other; keep one")
+        return self
+
+
+# --------------------------------------------------------------------------- model
+def _spec(key: str):
+    """A Keras object written as `"rmsprop"` or `{KEY: rmsprop, **arguments}`, kept as a mapping."""
+
+    def shorthand(value: Any) -> Any:
+        return {key: value} if isinstance(value, str) else value
+
+    def needs_key(value: dict) -> dict:
+        if not isinstance(value.get(key), str):
+            raise ValueError(f"needs a '{key}' key naming the Keras class; got keys {sorted(value)}")
+        return value
+
+    return Annotated[dict[str, Any], BeforeValidator(shorthand), AfterValidator(needs_key)]
+
+
+LayerSpec = _spec("layer")
+ObjectSpec = _spec("name")
+
+
+class Model(Section):
+    layers: Annotated[list[LayerSpec], Field(min_length=1)]
+    inputs: list[str] | None = None  # functional graphs: data inputs in order (default: the data's)
+    outputs: list[str] | None = None  # functional graphs: output layer names (default: the last)
+
+    @property
+    def is_graph(self) -> bool:
+        return self.inputs is not None or self.outputs is not None or any(
+            "inputs" in layer for layer in self.layers
+        )
+
+
+class Compile(Section):
+    optimizer: ObjectSpec = Field(default_factory=lambda: {"name": "rmsprop"})
+    loss: Union[ObjectSpec, dict[str, ObjectSpec]]  # one loss, or output name -> loss
+    loss_weights: dict[str, float] | list[float] | None = None
+    metrics: list[ObjectSpec] | dict[str, list[ObjectSpec]] = Field(default_factory=list)
+    jit_compile: bool | Literal["auto"] = "auto"
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss(cls, value):
+        # a mapping without `name` lists one loss per output
+        if isinstance(value, dict) and "name" not in value:
+            return {out: {"name": item} if isinstance(item, str) else item for out, item in value.items()}
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def per_output_loss(self) -> bool:
+        return "name" not in self.loss
+
+
+class Training(Section):
+    epochs: PosInt = 10
+    batch_size: PosInt = 32
+    shuffle: bool = True
+    callbacks: list[ObjectSpec] = Field(default_factory=list)
+    steps_per_execution: PosInt | Literal["epoch"] = "epoch"  # "epoch": one host round trip per epoch
+
+
+# --------------------------------------------------------------------------- validation
+class Final(Section):
+    epochs: PosInt | Literal["best"] = "best"  # "best": the best epoch found on validation
+
+
+class Smoothing(Section):
+    factor: Annotated[float, Field(ge=0, lt=1)] = 0.9  # exponential moving average factor
+    skip: NonNegInt = 0  # leading points dropped before smoothing
+
+
+class _Scheme(Section):
+    shuffle: bool = False
+    stratify: bool = False
+    seed: int | None = None  # default: the config's seed (only used with shuffle)
+    monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    final: Final | None = None  # retrain on all training data, then evaluate once on test
+
+    @model_validator(mode="after")
+    def _seed_needs_shuffle(self):
+        if self.seed is not None and not self.shuffle:
+            raise ValueError("seed has no effect when shuffle is false; remove it or set shuffle: true")
+        return self
+
+
+class Holdout(_Scheme):
+    scheme: Literal["holdout"]
+    size: PosInt | Fraction = 0.2  # a count (the first N samples unless shuffled) or a fraction
+
+
+class KFold(_Scheme):
+    scheme: Literal["kfold"]
+    n_splits: Annotated[int, Field(ge=2)] = 5
+    repeats: PosInt = 1  # iterated K-fold: P x K models, reshuffled each repeat
+    smoothing: Smoothing | None = None
+
+    @model_validator(mode="after")
+    def _repeats_need_shuffle(self):
+        if self.repeats > 1 and not self.shuffle:
+            raise ValueError(
+                "repeats > 1 gives the same folds every repeat without shuffling; set shuffle: true"
+            )
+        return self
+
+
+Validation = Annotated[Union[Holdout, KFold], Field(discriminator="scheme")]
+
+
+# --------------------------------------------------------------------------- the whole file
+class Config(Section):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    seed: int = 0
+    dataset: Dataset
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    model: Model
+    compile: Compile
+    training: Training = Field(default_factory=Training)
+    validation: Validation = Field(default_factory=lambda: Holdout(scheme="holdout"))
+
+    @property
+    def split_seed(self) -> int:
+        return self.seed if self.validation.seed is None else self.validation.seed
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- loading
+class _Loader(yaml.SafeLoader):
+    """safe_load's loader; a duplicate key is an error rather than a silent overwrite."""
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (list, dict)):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            )
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _count_nodes(value: Any, budget: int = MAX_NODES) -> int:
+    """Nodes after anchors expand; stops early past the budget (billion-laughs files)."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML data (never objects); errors name the place and the line."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{context}, {problem}" if context else problem
+        raise ConfigError(f"{where}{at}: invalid YAML: {detail}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid YAML: nested too deeply") from None
+    if _count_nodes(data) > MAX_NODES:
+        raise ConfigError(
+            f"{where}: the YAML expands to more than {MAX_NODES} values (anchors/aliases?); "
+            "write it out plainly"
+        )
+    return data
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The raw mapping of a config file, or a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    data = parse_yaml(text, str(path))
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; a config needs dataset, model and compile")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (dataset, model, compile, ...); "
+            f"got {_kind(data)}"
+        )
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply `--set dotted.key=value` overrides (values are YAML) to a raw config mapping."""
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set {item}: expected KEY=VALUE, e.g. training.epochs=4")
+            continue
+        try:
+            value = parse_yaml(text, f"--set {key}")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        error = _set_path(data, key.split("."), value)
+        if error:
+            problems.append(f"--set {item}: {key}: {error}")
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _set_path(node: Any, parts: list[str], value: Any) -> str | None:
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return f"no list item {part!r} (the list has {len(node)} items)"
+            index = int(part)
+            if last:
+                node[index] = value
+                return None
+            if isinstance(node[index], str):  # `- Flatten` / `- rmsprop` shorthand
+                node[index] = {"layer" if parts[depth - 1] == "layers" else "name": node[index]}
+            node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return None
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str):  # `optimizer: rmsprop` -> {name: rmsprop}
+                child = node[part] = {"name": child}
+            node = child
+        else:
+            return f"{'.'.join(parts[:depth])} is a {_kind(node)}, not a section"
+    return None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    data = apply_overrides(read_config_file(path), overrides)
+    return validate_config(data, source=str(path), default_name=path.stem)
+
+
+def validate_config(data: dict, source: str = "<config>", default_name: str = "experiment") -> Config:
+    data = dict(data)
+    if "name" not in data or data["name"] is None:
+        data["name"] = re.sub(r"[^A-Za-z0-9._-]", "_", default_name).lstrip("._-")[:100] or "experiment"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, data, source)) from None
+
+
+# --------------------------------------------------------------------------- error messages
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def close_matches(word: str, choices) -> str:
+    found = difflib.get_close_matches(str(word), list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(found)}?)" if found else ""
+
+
+def _section_at(loc: tuple, data: Any) -> tuple[type[BaseModel] | None, tuple, Any]:
+    """Walk the schema along `loc`, returning (model class, dotted loc without union tags, input)."""
+    model: Any = Config
+    node = data
+    path: list = []
+    items = list(loc)
+    while items:
+        part = items.pop(0)
+        if isinstance(node, dict) and part not in node and isinstance(part, str):
+            continue  # a discriminated union's tag, not a key of the file
+        path.append(part)
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+        model = _field_model(model, part, node)
+    return model, tuple(path), node
+
+
+def _has(node, part) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _field_model(model: Any, part: Any, node: Any):
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    field = model.model_fields.get(part)
+    if field is None:
+        return None
+    return _resolve(field.annotation, node)
+
+
+def _resolve(annotation: Any, node: Any):
+    """The pydantic model an annotation points at for this input (unions picked by tag)."""
+    candidates = []
+    stack = [annotation]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            candidates.append(item)
+        stack.extend(getattr(item, "__args__", ()) or ())
+        origin = getattr(item, "__origin__", None)
+        if origin is not None and origin is not Union:
+            stack.append(origin)
+        stack.extend(getattr(item, "__metadata__", ()) and [])
+    if len(candidates) <= 1 or not isinstance(node, dict):
+        return candidates[0] if candidates else None
+    for cls in candidates:
+        for tag_key in ("name", "scheme"):
+            field = cls.model_fields.get(tag_key)
+            if field is not None and node.get(tag_key) in getattr(field.annotation, "__args__", ()):
+                return cls
+    return candidates[0]
+
+
+def _tag_values(model_classes, key):
+    values = []
+    for cls in model_classes:
+        values.extend(getattr(cls.model_fields[key].annotation, "__args__", ()))
+    return sorted(values)
+
+
+def format_errors(exc: ValidationError, data: dict, source: str) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        value = error.get("input")
+        if kind == "extra_forbidden":
+            parent, path, _ = _section_at(loc[:-1], data)
+            key = loc[-1]
+            allowed = sorted(parent.model_fields) if parent else []
+            where = ".".join(str(p) for p in (*path, key))
+            lines.append(
+                f"{source}: {where}: unknown key{close_matches(key, allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+            continue
+        _, path, _ = _section_at(loc, data)
+        where = ".".join(str(p) for p in path) or "(top level)"
+        if kind == "missing":
+            lines.append(f"{source}: {where}: required key is missing")
+        elif kind == "union_tag_invalid":
+            tag = error["ctx"]["discriminator"].strip("'")
+            allowed = [t.strip().strip("'") for t in error["ctx"]["expected_tags"].split(",")]
+            got = error["ctx"]["tag"]
+            lines.append(
+                f"{source}: {where}.{tag}: unknown {where.split('.')[-1]} {tag}"
+                f"{close_matches(got, allowed)}; got {show(got)}; allowed: {', '.join(sorted(allowed))}"
+            )
+        elif kind == "union_tag_not_found":
+            tag = error["ctx"]["discriminator"].strip("'")
+            lines.append(f"{source}: {where}.{tag}: required key is missing")
+        elif kind == "literal_error":
+            allowed = error["ctx"]["expected"].replace("'", "")
+            lines.append(
+                f"{source}: {where}: not an allowed value{close_matches(value, allowed.replace(' or ', ', ').split(', '))}; "
+                f"got {show(value)}; allowed: {allowed}"
+            )
+        elif kind == "string_pattern_mismatch" and path == ("name",):
+            lines.append(
+                f"{source}: name: must be letters, digits, '.', '_' or '-' (no paths), at most "
+                f"100 characters; got {show(value)}"
+            )
+        elif kind in ("value_error", "assertion_error"):
+            message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            lines.append(f"{source}: {where}: {message}")
+        else:
+            message = error["msg"][0].lower() + error["msg"][1:]
+            lines.append(f"{source}: {where}: {message}; got {show(value)}")
+    # a union reports one error per member it tried; keep each line once
+    return list(dict.fromkeys(lines))

@@ -1,0 +1,35 @@
+"""kexp's own exceptions. The CLI catches KexpError once and turns it into a message and an exit code."""
+
+
+class KexpError(Exception):
+    """Base of every error kexp reports to a user (no traceback)."""
+
+    exit_code = 1
+
+
+class ConfigError(KexpError):
+    """One or more problems in a config, each a line `FILE: dotted.key: what; got X; allowed: ...`."""
+
+    exit_code = 2
+
+    def __init__(self, problems):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(ConfigError):
+    """A dataset that cannot be found, read or fitted to the declared model."""
+
+
+class RunError(KexpError):
+    """A run folder that cannot be created, read or resumed."""
+
+
+class TrainingFailed(KexpError):
+    """Training stopped on its own (e.g. a NaN loss); the run folder says why."""
+
+
+class Interrupted(KexpError):
+    """Training was interrupted by SIGINT/SIGTERM; the run folder keeps what was done."""
+
+    exit_code = 130

@@ -1,0 +1,333 @@
+"""Run folders: the only module that writes or reads them.
+
+A run folder is `RUNS_DIR/<UTC time>-<name>-<6 hex>/`, created with `mkdir(exist_ok=False)` so two
+runs never share one. Every JSON/YAML file is written atomically (temporary file, fsync, rename) and
+CSV histories are flushed per row, so a crash or `kill -9` at any moment leaves a folder that
+`read_run` can still read. `status.json` says running / completed / failed / interrupted; a run whose
+status is still "running" but whose process is gone reads back as "incomplete".
+
+Layout (files marked * exist only for some runs):
+    status.json        {"status", "command", "pid", "host", "started", "updated", "ended"*, "error"*}
+    config.yaml        the fully resolved config
+    environment.json   versions, platform, seed, command line, git commit and dirty flag
+    history.csv        one row per epoch (hold-out), or folds/<fold>/history.csv (K-fold)
+    metrics.json       the results (see kexp.experiment); partial while running
+    summary.txt        the Keras model summary
+    model.keras        the trained model (hold-out: the model evaluated on test)
+    folds.json*        K-fold: every fold's train/validation sample indices
+    folds/<id>/        K-fold: history.csv, metrics.json per fold (a finished fold has metrics.json)
+    plots/*.png        learning curves
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import secrets
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kexp.errors import RunError
+
+STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
+STATUS_FILE = "status.json"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json_default(value: Any):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not hasattr(value, "__len__"):
+        return _clean(value.item())
+    return value
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(_clean(obj), indent=2, default=_json_default) + "\n")
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    atomic_write(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+class HistoryWriter:
+    """Appends one CSV row per epoch and flushes it to disk (a crash keeps every finished epoch)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "w", newline="", encoding="utf-8")
+        self._columns: list[str] | None = None
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        if self._columns is None:
+            self._columns = ["epoch", *logs]
+            self._handle.write(",".join(self._columns) + "\n")
+        row = [str(epoch)] + [_fmt(logs.get(col)) for col in self._columns[1:]]
+        self._handle.write(",".join(row) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    return repr(float(value))
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """A history CSV as column -> values; a truncated last line is ignored."""
+    columns: dict[str, list[float]] = {}
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return columns
+    header, body = rows[0], rows[1:]
+    if body and not text.endswith("\n"):
+        body = body[:-1]  # a row cut short by a crash
+    for name in header:
+        columns[name] = []
+    for row in body:
+        if len(row) != len(header):
+            continue
+        for name, cell in zip(header, row):
+            try:
+                columns[name].append(float(cell) if cell else math.nan)
+            except ValueError:
+                columns[name].append(math.nan)
+    return columns
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass
+class Run:
+    """A run folder being written."""
+
+    path: Path
+    command: str
+    status: dict = field(default_factory=dict)
+
+    def file(self, *parts: str) -> Path:
+        target = self.path.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        assert status in STATUSES
+        self.status.update(status=status, updated=utc_now(), **extra)
+        if status != "running":
+            self.status.setdefault("ended", utc_now())
+        write_json(self.path / STATUS_FILE, self.status)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        write_json(self.file(name), obj)
+
+    def write_yaml(self, name: str, obj: Any) -> None:
+        write_yaml(self.file(name), obj)
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write(self.file(name), text)
+
+    def history(self, name: str = "history.csv") -> HistoryWriter:
+        return HistoryWriter(self.file(name))
+
+
+def safe_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("._-")
+    return cleaned[:60] or "run"
+
+
+def create_run(runs_dir: str | Path, name: str, command: str) -> Run:
+    """A new, empty run folder inside `runs_dir`; never reuses or overwrites an existing one."""
+    runs_dir = Path(runs_dir)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{runs_dir}: cannot create the runs folder: {exc.strerror}") from None
+    if not os.access(runs_dir, os.W_OK | os.X_OK):
+        raise RunError(f"{runs_dir}: the runs folder is not writable")
+    root = runs_dir.resolve()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for _ in range(100):
+        path = root / f"{stamp}-{safe_name(name)}-{secrets.token_hex(3)}"
+        if path.parent != root:  # cannot happen with safe_name, kept as the guarantee
+            raise RunError(f"{name!r}: a run name cannot leave the runs folder")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunError(f"{runs_dir}: cannot create a run folder: {exc.strerror}") from None
+        run = Run(path=path, command=command)
+        run.status = {
+            "status": "running",
+            "command": command,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": utc_now(),
+        }
+        run.set_status("running")
+        return run
+    raise RunError(f"{runs_dir}: could not find a free run folder name")
+
+
+def open_run(path: str | Path) -> Run:
+    """An existing run folder, to resume writing into it."""
+    record = read_run(path)
+    if record.status_data is None:
+        raise RunError(f"{path}: not a kexp run folder (no {STATUS_FILE})")
+    return Run(path=Path(path).resolve(), command=record.command or "", status=dict(record.status_data))
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class RunRecord:
+    """What could be read back from a run folder; `problems` lists what could not."""
+
+    path: Path
+    status: str = "incomplete"
+    status_data: dict | None = None
+    config: dict | None = None
+    metrics: dict | None = None
+    environment: dict | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def command(self) -> str | None:
+        return (self.status_data or {}).get("command")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _read_json(path: Path, problems: list[str]) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        problems.append(f"{path.name}: unreadable ({type(exc).__name__})")
+        return None
+
+
+def _process_alive(status: dict) -> bool:
+    if status.get("host") != socket.gethostname():
+        return True  # cannot tell for another machine; trust the file
+    pid = status.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """Read a run folder without ever raising on its contents."""
+    path = Path(path)
+    record = RunRecord(path=path)
+    status = _read_json(path / STATUS_FILE, record.problems)
+    if isinstance(status, dict):
+        record.status_data = status
+        value = status.get("status")
+        record.status = value if value in STATUSES else "incomplete"
+        if record.status == "running" and not _process_alive(status):
+            record.status = "incomplete"
+    elif status is None and not record.problems:
+        record.problems.append(f"{STATUS_FILE}: missing")
+    config_path = path / "config.yaml"
+    if config_path.exists():
+        try:
+            config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            record.config = config if isinstance(config, dict) else None
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            record.problems.append("config.yaml: unreadable")
+    metrics = _read_json(path / "metrics.json", record.problems)
+    record.metrics = metrics if isinstance(metrics, dict) else None
+    env = _read_json(path / "environment.json", record.problems)
+    record.environment = env if isinstance(env, dict) else None
+    return record
+
+
+def is_run_folder(path: Path) -> bool:
+    return (path / STATUS_FILE).is_file() or (path / "config.yaml").is_file() and (
+        (path / "environment.json").exists() or (path / "metrics.json").exists()
+    )
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Every run folder at or under the given paths (recursively), oldest first by name."""
+    found: list[Path] = []
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            continue
+        if root.is_dir() and is_run_folder(root):
+            found.append(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            if STATUS_FILE in filenames or ("config.yaml" in filenames and is_run_folder(here)):
+                found.append(here)
+                dirnames[:] = []  # a run's own subfolders (folds/, plots/) are not runs
+            else:
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(set(found), key=lambda p: (p.name, str(p)))
+
+
+def duration(seconds_start: float) -> float:
+    return round(time.perf_counter() - seconds_start, 3)
