@@ -6,6 +6,7 @@ Nothing here or at the top of the modules it imports loads TensorFlow: only `tra
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,6 +15,8 @@ import typer
 from rich.console import Console
 
 from kexp.errors import KexpError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is ever imported
 
 app = typer.Typer(
     name="kexp",
@@ -49,3 +52,120 @@ def fail(error: KexpError) -> None:
 @app.callback()
 def main() -> None:
     """Run Keras experiments from YAML configs."""
+
+
+def _load(config: Path, overrides: list[str] | None, name: str | None):
+    from kexp.config import load_config
+
+    overrides = list(overrides or [])
+    if name is not None:
+        overrides.append(f"name={name}")
+    return load_config(config, overrides)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet: bool, workers: int = 1,
+             resume: Path | None = None) -> None:
+    """The shared body of `train` and `kfold`: load, check, train with a progress display, report."""
+    import signal
+
+    from kexp.config import KFold
+    from kexp.runs import read_run
+
+    try:
+        if resume is not None:
+            from kexp.config import validate_config
+
+            record = read_run(resume)
+            if record.config is None or record.environment is None:
+                raise_run_error(f"{resume}: not a resumable kexp run folder (config.yaml or environment.json missing)")
+            cfg = validate_config(record.config, source=str(resume / "config.yaml"))
+            config_file = record.environment.get("config_file")
+            config = Path(config_file) if config_file else resume / "config.yaml"
+        else:
+            cfg = _load(config, overrides, name)
+        is_kfold = isinstance(cfg.validation, KFold)
+        if command == "kfold" and not is_kfold:
+            raise_config_error(f"{config}: validation.scheme: is {cfg.validation.scheme}; `kexp kfold` runs "
+                               "scheme: kfold; use `kexp train` for hold-out, or set validation.scheme: kfold")
+        if command == "train" and is_kfold:
+            raise_config_error(f"{config}: validation.scheme: is kfold; run it with `kexp kfold {config}`")
+        from kexp.experiment import execute
+        from kexp.progress import Display
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        display = Display(out, quiet=quiet)
+        with display:
+            result = execute(cfg, command=command, runs_dir=runs_dir, config_path=config, argv=sys.argv,
+                             observer=display, workers=workers, resume=resume)
+        display.report(result)
+    except KexpError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130)
+
+
+def raise_config_error(message: str):
+    from kexp.errors import ConfigError
+
+    raise ConfigError(message)
+
+
+def raise_run_error(message: str):
+    from kexp.errors import RunError
+
+    raise RunError(message)
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    overrides: SetOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    name: NameOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train with hold-out validation, evaluate on the test split, write a run folder."""
+    _execute("train", config, overrides, runs_dir, name, quiet)
+
+
+@app.command()
+def kfold(
+    config: Annotated[Optional[Path], typer.Argument(help="The experiment's YAML config.", dir_okay=False)] = None,
+    overrides: SetOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    name: NameOpt = None,
+    quiet: QuietOpt = False,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Folds trained at once, each in its own process.")] = 1,
+    resume: Annotated[Optional[Path], typer.Option("--resume", file_okay=False, exists=True, help="Finish an interrupted K-fold run folder.")] = None,
+) -> None:
+    """K-fold (or iterated K-fold) validation, then optionally retrain and test."""
+    if (config is None) == (resume is None):
+        err.print("give a CONFIG, or --resume RUN_FOLDER (not both)")
+        raise typer.Exit(2)
+    if config is not None and not config.is_file():
+        err.print(f"{config}: no such file")
+        raise typer.Exit(2)
+    _execute("kfold", config, overrides, runs_dir, name, quiet, workers=workers, resume=resume)
+
+
+@app.command()
+def validate(
+    config: ConfigArg,
+    overrides: SetOpt = None,
+    data: Annotated[bool, typer.Option("--data/--no-data", help="Also load the data and build the model.")] = True,
+) -> None:
+    """Check a config without training: schema first, then names, data and model."""
+    try:
+        cfg = _load(config, overrides, None)
+        if data:
+            from kexp.experiment import check, load_data
+
+            check(cfg, load_data(cfg, config.parent), str(config))
+    except KexpError as error:
+        fail(error)
+    out.print(f"{config}: OK", highlight=False)

@@ -223,6 +223,12 @@ class Holdout(_Scheme):
     scheme: Literal["holdout"]
     size: PosInt | Fraction = 0.2  # a count (the first N samples unless shuffled) or a fraction
 
+    @model_validator(mode="after")
+    def _stratify_needs_shuffle(self):
+        if self.stratify and not self.shuffle:
+            raise ValueError("stratify has no effect when shuffle is false; set shuffle: true")
+        return self
+
 
 class KFold(_Scheme):
     scheme: Literal["kfold"]
@@ -387,13 +393,28 @@ def _set_path(node: Any, parts: list[str], value: Any) -> str | None:
                 return None
             child = node.get(part)
             if child is None:
-                child = node[part] = {}
+                child = node[part] = _schema_default(parts[: depth + 1])
             elif isinstance(child, str):  # `optimizer: rmsprop` -> {name: rmsprop}
                 child = node[part] = {"name": child}
             node = child
         else:
             return f"{'.'.join(parts[:depth])} is a {_kind(node)}, not a section"
     return None
+
+
+def _schema_default(parts: list[str]) -> dict:
+    """The default of a section missing from the file, as raw data (e.g. compile.optimizer)."""
+    model: Any = Config
+    value: Any = {}
+    for part in parts:
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return {}
+        value = field.get_default(call_default_factory=True)
+        model = _resolve(field.annotation, None)
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json", exclude_unset=True)
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

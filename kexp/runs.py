@@ -331,3 +331,8 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 def duration(seconds_start: float) -> float:
     return round(time.perf_counter() - seconds_start, 3)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file written by kexp (raises OSError/ValueError when missing or corrupt)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

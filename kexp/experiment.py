@@ -1,0 +1,713 @@
+"""Run an experiment: data -> splits -> (fit preprocessing, build, train) per split -> aggregates ->
+optional final retrain on all training data -> test -> baseline, diagnostics, plots -> run folder.
+
+Hold-out is the one-split case of the same loop as K-fold. Every split gets a fresh model and
+preprocessing fitted on its own training rows, seeded from (seed, repeat, fold) alone, so a split
+gives the same result whether it runs here or in a worker process (`workers > 1`).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kexp import diagnostics, runs
+from kexp.config import Config, KFold, validate_config
+from kexp.datasets import Data, load_dataset
+from kexp.errors import ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed
+from kexp.models import Problems, build_model, compile_model, make_callbacks
+from kexp.preprocessing import Preprocessor, feature_shape, n_rows, take, to_tf_dataset
+from kexp.validation import Split, make_splits, mean_curve
+
+EVAL_BATCH = 1024
+
+
+class Observer:
+    """Progress hooks; the CLI's display subclasses this. Library code never prints."""
+
+    def start(self, run_path: Path, splits: list[str], epochs: int) -> None: ...
+    def split_start(self, split_id: str, epochs: int) -> None: ...
+    def epoch_end(self, split_id: str, epoch: int, logs: dict) -> None: ...
+    def split_end(self, split_id: str, result: dict) -> None: ...
+    def final_start(self, epochs: int) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class Result:
+    path: Path
+    metrics: dict
+    status: str
+
+
+# --------------------------------------------------------------------------- setup
+def configure_threads(threads: int | None = None) -> None:
+    """Import and start TensorFlow once, quietly (its C++ start-up chatter goes to /dev/null), with
+    `threads` intra/inter-op threads when given (worker processes)."""
+    if "tensorflow" in sys.modules and getattr(configure_threads, "done", False):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import logging
+        import warnings
+
+        import tensorflow as tf
+
+        warnings.filterwarnings("ignore", module="keras")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:
+                pass  # already started; keep what it has
+        tf.constant(0)  # start the runtime now, while its chatter is silenced
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    configure_threads.done = True
+
+
+def load_data(config: Config, config_dir: Path | None) -> Data:
+    configure_threads()  # a download goes through Keras: start TensorFlow quietly first
+    return load_dataset(config.dataset, config_dir=config_dir)
+
+
+def _monitor_mode(config: Config) -> str:
+    scheme = config.validation
+    return diagnostics.metric_mode(scheme.monitor) if scheme.mode == "auto" else scheme.mode
+
+
+def _class_ids(y: Any) -> np.ndarray | None:
+    y = next(iter(y.values())) if isinstance(y, dict) else y
+    return np.asarray(y).reshape(len(y), -1)[:, 0] if y is not None else None
+
+
+def _first_task(data: Data) -> str:
+    return next(iter(data.task.values())) if isinstance(data.task, dict) else data.task
+
+
+# --------------------------------------------------------------------------- checks
+def check(config: Config, data: Data, source: str) -> None:
+    """Everything that can be known before training: names, arguments, shapes, labels vs loss."""
+    configure_threads()
+    problems = Problems()
+    task = _first_task(data)
+    spec = config.preprocessing
+    x_first = next(iter(data.x_train.values())) if isinstance(data.x_train, dict) else data.x_train
+    from kexp.datasets import Ragged
+
+    if isinstance(x_first, Ragged) and spec.multi_hot is None and spec.pad_sequences is None:
+        problems.add("preprocessing", f"{config.dataset.name} holds integer sequences; set "
+                     "preprocessing.multi_hot: N (Dense models) or preprocessing.pad_sequences: {maxlen: N} "
+                     "(Embedding models)")
+    elif not isinstance(x_first, Ragged) and (spec.multi_hot or spec.pad_sequences):
+        key = "multi_hot" if spec.multi_hot else "pad_sequences"
+        problems.add(f"preprocessing.{key}", f"applies to integer sequences (imdb, reuters); "
+                     f"{config.dataset.name} has numeric features; remove it")
+    num_words = getattr(config.dataset, "num_words", None)
+    if spec.multi_hot is not None and isinstance(x_first, Ragged):
+        if num_words is None:
+            problems.add("dataset.num_words", f"must be set with preprocessing.multi_hot; e.g. num_words: {spec.multi_hot}")
+        elif num_words > spec.multi_hot:
+            problems.add("preprocessing.multi_hot", f"{spec.multi_hot} is narrower than dataset.num_words "
+                         f"{num_words}; word ids would not fit; use multi_hot: {num_words}")
+    if config.validation.stratify and task == "regression":
+        problems.add("validation.stratify", "needs class labels; the data is a regression target; remove it")
+    n = n_rows(data.x_train)
+    try:
+        _splits(config, data, n)
+    except ValueError as exc:
+        problems.lines.append(str(exc))
+    if problems.lines:
+        raise ConfigError([f"{source}: {line}" for line in problems.lines])
+
+    sample = np.arange(min(n, 8))
+    pre = Preprocessor(config, data).fit(take(data.x_train, sample))
+    shape = feature_shape(_shape_source(pre.transform(take(data.x_train, sample))))
+    model = build_model(config, shape, problems)
+    if model is not None:
+        _check_labels(config, data, model, pre, problems)
+        compile_model(model, config, problems)
+        _check_monitor(config, model, problems)
+    make_callbacks(config, problems)
+    if problems.lines:
+        raise ConfigError([f"{source}: {line}" for line in problems.lines])
+
+
+def _shape_source(x):
+    from kexp.preprocessing import MultiHot
+
+    if isinstance(x, dict):
+        return {k: _shape_source(v) for k, v in x.items()}
+    return np.zeros(x.shape, dtype="float32")[:1] if isinstance(x, MultiHot) else x
+
+
+def _check_labels(config: Config, data: Data, model, pre: Preprocessor, problems: Problems) -> None:
+    outputs = list(model.output_names)
+    shapes = model.outputs if isinstance(model.outputs, list) else [model.outputs]
+    encodings = pre.label_encodings if isinstance(pre.label_encodings, dict) else {outputs[0]: pre.label_encodings}
+    tasks = data.task if isinstance(data.task, dict) else {outputs[0]: data.task}
+    classes = data.num_classes if isinstance(data.num_classes, dict) else {outputs[0]: data.num_classes}
+    if set(tasks) != set(outputs):
+        problems.add("model.outputs", f"the model's outputs ({', '.join(outputs)}) must match the data's "
+                     f"targets ({', '.join(tasks)})")
+        return
+    last_key = f"model.layers.{len(config.model.layers) - 1}"
+    for out, tensor in zip(outputs, shapes):
+        units = tensor.shape[-1]
+        encoding, task, n_classes = encodings[out], tasks[out], classes[out]
+        where = f" (output {out})" if len(outputs) > 1 else ""
+        loss_spec = config.compile.loss.get(out, {}) if config.compile.per_output_loss else config.compile.loss
+        loss_name = (loss_spec or {}).get("name", "")
+        from kexp.preprocessing import loss_encoding
+
+        wanted = loss_encoding(loss_name)
+        if wanted and wanted != encoding:
+            fix = {"categorical": "categorical_crossentropy", "sparse": "sparse_categorical_crossentropy",
+                   "binary": "binary_crossentropy"}.get(encoding, "a regression loss such as mse")
+            problems.add("compile.loss", f"{loss_name} expects {wanted} labels but preprocessing.labels is "
+                         f"{encoding}{where}; set preprocessing.labels: {wanted} or use {fix}")
+            continue
+        if task == "regression" and encoding != "raw":
+            problems.add("preprocessing.labels", f"{encoding} labels need classes; {config.dataset.name} is a "
+                         f"regression target{where}; use labels: raw and a regression loss (mse, mae)")
+        elif task != "regression" and encoding == "binary" and n_classes and n_classes > 2:
+            problems.add("preprocessing.labels", f"binary labels for {n_classes} classes{where}; use "
+                         "sparse (sparse_categorical_crossentropy) or categorical")
+        elif encoding == "binary" and units != 1:
+            problems.add(f"{last_key}.units", f"binary labels need 1 output unit (sigmoid); the model has {units}{where}")
+        elif encoding in ("categorical", "sparse") and n_classes and units != n_classes:
+            problems.add(f"{last_key}.units", f"the last layer has {units} units but the data has {n_classes} "
+                         f"classes{where}; use units: {n_classes} with activation: softmax")
+
+
+def _check_monitor(config: Config, model, problems: Problems) -> None:
+    monitor = config.validation.monitor
+    if len(model.output_names) > 1:
+        return
+    names = ["loss"] + [getattr(m, "name", m) for m in _flat_metrics(model)]
+    allowed = [f"val_{n}" for n in names] + names
+    if monitor not in allowed:
+        from kexp.config import close_matches
+
+        problems.add("validation.monitor", f"not a logged metric{close_matches(monitor, allowed)}; "
+                     f"got {monitor!r}; allowed: {', '.join(allowed)}")
+
+
+def _flat_metrics(model) -> list:
+    metrics = getattr(model, "_compile_config", None)
+    items = metrics.config.get("metrics") if metrics is not None else None
+    if isinstance(items, dict):
+        return [m for ms in items.values() for m in ms]
+    return list(items or [])
+
+
+# --------------------------------------------------------------------------- splits
+def _splits(config: Config, data: Data, n: int) -> list[Split]:
+    labels = _class_ids(data.y_train) if _first_task(data) != "regression" else None
+    try:
+        return make_splits(n, config.validation, config.split_seed, labels)
+    except ValueError as exc:
+        text = str(exc)
+        if not text.startswith("validation."):
+            text = f"validation: {text}"
+        raise ValueError(text) from None
+
+
+def split_seed(config: Config, split: Split) -> int:
+    return config.seed + 1000 * split.repeat + split.fold
+
+
+# --------------------------------------------------------------------------- one split
+class _EpochLog:
+    """Keras callback factory: history.csv per epoch, observer events, best weights (atomic)."""
+
+    @staticmethod
+    def make(split_id: str, history: runs.HistoryWriter, observer: Observer, best_path: Path | None,
+             monitor: str, mode: str):
+        import keras
+
+        class EpochLog(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.best = math.inf if mode == "min" else -math.inf
+                self.logs: list[dict] = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                self.logs.append(logs)
+                history.append(epoch + 1, logs)
+                observer.epoch_end(split_id, epoch + 1, logs)
+                value = logs.get(monitor)
+                if best_path is not None and value is not None and math.isfinite(value):
+                    better = value < self.best if mode == "min" else value > self.best
+                    if better:
+                        self.best = value
+                        tmp = best_path.with_name(f".{best_path.stem}.tmp.keras")
+                        self.model.save(tmp)
+                        os.replace(tmp, best_path)
+
+        return EpochLog()
+
+
+def _steps(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+def fit_split(config: Config, data: Data, split: Split, run: runs.Run, observer: Observer,
+              history_name: str, best_path: Path | None = None, epochs: int | None = None) -> dict:
+    """Train a fresh model on one split; return its result (and keep the model on the dict)."""
+    import keras
+
+    seed = split_seed(config, split)
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+    pre = Preprocessor(config, data).fit(take(data.x_train, split.train_idx))
+    x_tr, y_tr = pre.transform(take(data.x_train, split.train_idx)), pre.labels(take(data.y_train, split.train_idx))
+    epochs = epochs or config.training.epochs
+    batch = config.training.batch_size
+    n_train = len(split.train_idx)
+    steps = _steps(n_train, batch)
+    spe = steps if config.training.steps_per_execution == "epoch" else config.training.steps_per_execution
+    problems = Problems()
+    model = build_model(config, feature_shape(_shape_source(x_tr)), problems)
+    if model is None or not compile_model(model, config, problems, steps_per_execution=spe):
+        raise ConfigError(problems.lines)
+    train_ds = to_tf_dataset(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True)
+    val_ds = None
+    if len(split.val_idx):
+        x_va = pre.transform(take(data.x_train, split.val_idx))
+        y_va = pre.labels(take(data.y_train, split.val_idx))
+        val_ds = to_tf_dataset(x_va, y_va, max(batch, EVAL_BATCH))
+    monitor, mode = config.validation.monitor, _monitor_mode(config)
+    if val_ds is None:
+        monitor = monitor.removeprefix("val_")
+    history = run.history(history_name)
+    log = _EpochLog.make(split.id, history, observer, best_path, monitor, mode)
+    callbacks = [*make_callbacks(config, problems), keras.callbacks.TerminateOnNaN(), log]
+    observer.split_start(split.id, epochs)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=0)
+    finally:
+        history.close()
+    result = summarize(log.logs, monitor, mode)
+    result.update(id=split.id, repeat=split.repeat, fold=split.fold, n_train=n_train,
+                  n_val=len(split.val_idx), seed=seed, duration_s=round(time.perf_counter() - started, 3),
+                  preprocessing=pre.fitted())
+    nan_epoch = next((i + 1 for i, logs in enumerate(log.logs)
+                      if not all(math.isfinite(v) for k, v in logs.items() if "loss" in k)), None)
+    if nan_epoch is not None:
+        result["stop_reason"] = f"loss became NaN or inf at epoch {nan_epoch}"
+    elif len(log.logs) < epochs:
+        result["stop_reason"] = "early stopping"
+    result["_model"], result["_pre"] = model, pre
+    return result
+
+
+def summarize(logs: list[dict], monitor: str, mode: str) -> dict:
+    """final/best metrics of one history (validation names without `val_`)."""
+    if not logs:
+        return {"epochs_run": 0, "best_epoch": None, "validation": {}, "train": {}}
+    values = [logs_i.get(monitor, math.nan) for logs_i in logs]
+    best = diagnostics.best_epoch(values, mode) if any(math.isfinite(v) for v in values) else len(logs)
+    def part(entry, val):
+        return {k.removeprefix("val_"): v for k, v in entry.items() if k.startswith("val_") == val}
+    return {
+        "epochs_run": len(logs),
+        "best_epoch": best,
+        "validation": {"final": part(logs[-1], True), "best": part(logs[best - 1], True)},
+        "train": {"final": part(logs[-1], False), "best": part(logs[best - 1], False)},
+    }
+
+
+# --------------------------------------------------------------------------- the run
+def environment(config: Config, argv: list[str], config_path: Path | None) -> dict:
+    import keras
+    import tensorflow as tf
+
+    import kexp
+
+    env = {
+        "kexp": kexp.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "seed": config.seed,
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "config_file": str(config_path.resolve()) if config_path else None,
+        "git": _git_state(),
+    }
+    return env
+
+
+def _git_state() -> dict | None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def start_run(config: Config, *, command: str, runs_dir: Path, argv: list[str],
+              config_path: Path | None) -> runs.Run:
+    run = runs.create_run(runs_dir, config.name, command)
+    run.write_yaml("config.yaml", config.to_dict())
+    run.write_json("environment.json", environment(config, argv, config_path))
+    return run
+
+
+def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path | None = None,
+            argv: list[str] | None = None, observer: Observer | None = None, workers: int = 1,
+            resume: Path | None = None) -> Result:
+    """Check, then train and evaluate, writing the run folder. Raises KexpError subclasses."""
+    observer = observer or Observer()
+    config_dir = config_path.parent if config_path else None
+    started = time.perf_counter()
+    data = load_data(config, config_dir)
+    source = str(config_path) if config_path else "<config>"
+    check(config, data, source)
+    data_s = time.perf_counter() - started
+    splits = _splits(config, data, n_rows(data.x_train))
+    if resume is not None:
+        run = runs.open_run(resume)
+        splits = [Split.from_dict(d) for d in runs.read_json(run.path / "folds.json")["splits"]]
+        run.status.pop("ended", None)
+        run.status.pop("error", None)
+        run.set_status("running", pid=os.getpid(), resumed=runs.utc_now())
+    else:
+        run = start_run(config, command=command, runs_dir=runs_dir, argv=argv or [], config_path=config_path)
+        if isinstance(config.validation, KFold):
+            run.write_json("folds.json", {"splits": [s.to_dict() for s in splits]})
+    observer.start(run.path, [s.id for s in splits], config.training.epochs)
+    try:
+        metrics = _train_all(config, data, splits, run, observer, workers, config_dir)
+        metrics["durations"]["data_s"] = round(data_s, 3)
+        metrics["durations"]["total_s"] = round(time.perf_counter() - started, 3)
+        run.write_json("metrics.json", metrics)
+        _plots(run)
+        if metrics.get("stop_reason", "") and "NaN" in metrics["stop_reason"]:
+            run.set_status("failed", error=metrics["stop_reason"])
+            raise TrainingFailed(f"{run.path}: {metrics['stop_reason']}; the metrics up to then are kept")
+        run.set_status("completed")
+        return Result(run.path, metrics, "completed")
+    except KeyboardInterrupt:
+        run.set_status("interrupted", error="interrupted (SIGINT/SIGTERM)")
+        raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
+    except TrainingFailed:
+        raise
+    except KexpError as exc:
+        run.set_status("failed", error=str(exc))
+        raise
+    except Exception as exc:
+        run.set_status("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        raise RunError(f"training failed: {type(exc).__name__}: {exc}; see {run.path}/status.json") from exc
+
+
+def _plots(run: runs.Run) -> None:
+    try:
+        from kexp import plots
+
+        plots.learning_curves(run.path)
+    except Exception:  # plotting never fails a run
+        pass
+
+
+def _train_all(config: Config, data: Data, splits: list[Split], run: runs.Run, observer: Observer,
+               workers: int, config_dir: Path | None) -> dict:
+    monitor, mode = config.validation.monitor, _monitor_mode(config)
+    is_kfold = isinstance(config.validation, KFold)
+    train_started = time.perf_counter()
+    if is_kfold:
+        results = _run_folds(config, data, splits, run, observer, workers, config_dir)
+        model = pre = None
+    else:
+        result = fit_split(config, data, splits[0], run, observer, "history.csv",
+                           best_path=run.path / "best.keras")
+        model, pre = result.pop("_model"), result.pop("_pre")
+        results = [result]
+        run.write_json("preprocessing.json", {"holdout": result.pop("preprocessing")})
+    train_s = time.perf_counter() - train_started
+
+    metrics: dict[str, Any] = {
+        "command": run.command,
+        "dataset": config.dataset.name,
+        "scheme": config.validation.scheme,
+        "monitor": monitor,
+        "mode": mode,
+        "main_metric": _main_metric(config),
+    }
+    stop = next((r.get("stop_reason") for r in results if r.get("stop_reason")), None)
+    metrics["stop_reason"] = stop
+    if is_kfold:
+        metrics.update(_aggregate(config, results, mode))
+    else:
+        r = results[0]
+        metrics.update({k: r[k] for k in ("epochs_run", "best_epoch", "validation", "train")})
+    metrics["durations"] = {"train_s": round(train_s, 3)}
+
+    # the final model: retrain on all training data, or keep the hold-out model
+    final_spec = config.validation.final
+    if final_spec is not None and not (stop and "NaN" in stop):
+        epochs = metrics["best_epoch"] if final_spec.epochs == "best" else final_spec.epochs
+        epochs = int(epochs or config.training.epochs)
+        observer.final_start(epochs)
+        final_started = time.perf_counter()
+        everything = np.arange(n_rows(data.x_train))
+        whole = Split("final", 0, 0, everything, np.arange(0))
+        result = fit_split(config, data, whole, run, observer, "final_history.csv", epochs=epochs)
+        model, pre = result.pop("_model"), result.pop("_pre")
+        metrics["final_model"] = {"epochs": epochs, "n_train": len(everything),
+                                  "train": result["train"]["final"]}
+        metrics["durations"]["final_s"] = round(time.perf_counter() - final_started, 3)
+    else:
+        metrics["final_model"] = None
+
+    metrics["test"] = None
+    if model is not None:
+        if data.x_test is not None and n_rows(data.x_test):
+            x_te, y_te = pre.transform(data.x_test), pre.labels(data.y_test)
+            ds = to_tf_dataset(x_te, y_te, max(config.training.batch_size, EVAL_BATCH))
+            metrics["test"] = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+        model.save(run.file("model.keras"))
+        run.write_text("summary.txt", _summary(model))
+    metrics["baseline"] = _baseline(config, data, splits, metrics)
+    metrics["diagnostics"] = _diagnostics(run, results, metrics, is_kfold)
+    return metrics
+
+
+def _main_metric(config: Config) -> str:
+    metrics = config.compile.metrics
+    first = (next(iter(metrics.values()), [None]) or [None])[0] if isinstance(metrics, dict) else (metrics or [None])[0]
+    if not first:
+        return "loss"
+    return "accuracy" if first["name"] in ("acc", "accuracy") else first["name"]
+
+
+def _summary(model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=100)
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines)) + "\n"
+
+
+def _aggregate(config: Config, results: list[dict], mode: str) -> dict:
+    folds = []
+    for r in sorted(results, key=lambda r: (r["repeat"], r["fold"])):
+        folds.append({k: r[k] for k in ("id", "repeat", "fold", "n_train", "n_val", "seed", "epochs_run",
+                                        "best_epoch", "validation", "train", "duration_s") if k in r})
+    out: dict[str, Any] = {"folds": folds}
+    validation = {}
+    for which in ("final", "best"):
+        mean, std = diagnostics.aggregate([f["validation"][which] for f in folds])
+        validation[which], validation[f"{which}_std"] = mean, std
+    out["validation"] = validation
+    train_mean, _ = diagnostics.aggregate([f["train"]["final"] for f in folds])
+    out["train"] = {"final": train_mean}
+    out["epochs_run"] = max(f["epochs_run"] for f in folds)
+    curves = [r["_curve"] for r in results]
+    mean, std = mean_curve(curves)
+    smoothing = config.validation.smoothing
+    curve: dict[str, Any] = {"metric": config.validation.monitor, "mean": mean.tolist(), "std": std.tolist(),
+                             "smoothed": None}
+    best = diagnostics.best_epoch(mean.tolist(), mode)
+    if smoothing is not None:
+        skip = smoothing.skip if len(mean) > smoothing.skip else 0
+        smoothed = diagnostics.ema(mean[skip:].tolist(), smoothing.factor)
+        curve.update(smoothed=smoothed, skip=skip, factor=smoothing.factor)
+        best = diagnostics.best_epoch(smoothed, mode) + skip
+    curve["best_epoch"] = best
+    out["curve"] = curve
+    out["best_epoch"] = best
+    out["curves"] = {key: mean_curve([r["_curves"][key] for r in results])[0].tolist()
+                     for key in results[0]["_curves"]}
+    return out
+
+
+def _baseline(config: Config, data: Data, splits: list[Split], metrics: dict) -> dict | None:
+    task = _first_task(data)
+    y = next(iter(data.y_train.values())) if isinstance(data.y_train, dict) else data.y_train
+    y_test = data.y_test
+    if isinstance(y_test, dict):
+        y_test = next(iter(y_test.values()))
+    metric = "accuracy" if task != "regression" else ("mae" if "mae" in str(metrics.get("main_metric")) else "mse")
+    main = metrics.get("main_metric")
+    key = "best" if metrics.get("best_epoch") else "final"
+    model_value = metrics.get("validation", {}).get(key, {}).get(main if main in ("accuracy", "mae", "mse") else metric)
+    try:
+        per_split = [diagnostics.baseline(task, y[s.train_idx], y[s.val_idx],
+                                          y_test if s is splits[0] else None,
+                                          model_value=model_value, metric=metric) for s in splits]
+    except Exception as exc:  # a baseline never fails a run
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    result = dict(per_split[0])
+    if len(per_split) > 1:
+        values = [b["value"] for b in per_split if b.get("value") is not None]
+        result["value"] = float(np.mean(values)) if values else None
+        result["validation"] = diagnostics.aggregate([b["validation"] for b in per_split])[0]
+        if model_value is not None and result["value"] is not None:
+            sign = 1 if metric == "accuracy" else -1
+            result["margin"] = sign * (model_value - result["value"])
+            result["beats"] = result["margin"] > 0
+    if metrics.get("test") and result.get("test"):
+        test_value = metrics["test"].get(metric) if metric != "accuracy" else metrics["test"].get(main)
+        result["test_model"] = test_value
+    return result
+
+
+def _diagnostics(run: runs.Run, results: list[dict], metrics: dict, is_kfold: bool) -> dict:
+    if is_kfold:
+        curves = metrics.get("curves", {})
+        train_loss, val_loss = curves.get("loss", []), curves.get("val_loss", [])
+    else:
+        history = runs.read_history(run.path / "history.csv")
+        train_loss, val_loss = history.get("loss", []), history.get("val_loss", [])
+    onset = diagnostics.overfit_onset(train_loss, val_loss) if val_loss else None
+    return {
+        "best_epoch": metrics.get("best_epoch"),
+        "overfit_epoch": onset,
+        "sentence": diagnostics.summary_sentence(train_loss, val_loss, onset, metrics.get("best_epoch")),
+    }
+
+
+# --------------------------------------------------------------------------- K-fold
+def _fold_done(run: runs.Run, split: Split) -> dict | None:
+    path = run.path / "folds" / split.id / "metrics.json"
+    try:
+        return runs.read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _fold_result(config: Config, data: Data, split: Split, run: runs.Run, observer: Observer) -> dict:
+    result = fit_split(config, data, split, run, observer, f"folds/{split.id}/history.csv")
+    result.pop("_model"), result.pop("_pre")
+    run.write_json(f"folds/{split.id}/preprocessing.json", result.pop("preprocessing"))
+    run.write_json(f"folds/{split.id}/metrics.json", result)
+    observer.split_end(split.id, result)
+    return result
+
+
+def _with_curves(config: Config, run: runs.Run, result: dict) -> dict:
+    history = runs.read_history(run.path / "folds" / result["id"] / "history.csv")
+    history.pop("epoch", None)
+    result["_curves"] = history
+    result["_curve"] = history.get(config.validation.monitor, [])
+    return result
+
+
+def _run_folds(config: Config, data: Data, splits: list[Split], run: runs.Run, observer: Observer,
+               workers: int, config_dir: Path | None) -> list[dict]:
+    done = {s.id: r for s in splits if (r := _fold_done(run, s)) is not None}
+    for split_id in done:
+        observer.note(f"fold {split_id} already finished; kept")
+    todo = [s for s in splits if s.id not in done]
+    if workers <= 1 or len(todo) <= 1:
+        for split in todo:
+            done[split.id] = _fold_result(config, data, split, run, observer)
+    else:
+        _run_parallel(config, todo, run, observer, min(workers, len(todo)), config_dir)
+        for split in todo:
+            result = _fold_done(run, split)
+            if result is None:
+                raise RunError(f"fold {split.id} did not finish; see {run.path}/status.json")
+            done[split.id] = result
+    return [_with_curves(config, run, done[s.id]) for s in splits]
+
+
+class _QueueObserver(Observer):
+    def __init__(self, queue):
+        self.queue = queue
+
+    def split_start(self, split_id, epochs):
+        self.queue.put(("split_start", split_id, epochs))
+
+    def epoch_end(self, split_id, epoch, logs):
+        self.queue.put(("epoch_end", split_id, epoch, logs))
+
+    def split_end(self, split_id, result):
+        self.queue.put(("split_end", split_id, {k: v for k, v in result.items() if not k.startswith("_")}))
+
+
+def _worker(config_dict: dict, config_dir: str | None, run_path: str, command: str, split_dicts: list[dict],
+            threads: int, queue) -> None:
+    """A worker process: trains the folds it is given, writing each fold's files."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops workers
+    configure_threads(threads)
+    try:
+        config = validate_config(config_dict)
+        data = load_data(config, Path(config_dir) if config_dir else None)
+        run = runs.Run(path=Path(run_path), command=command)
+        observer = _QueueObserver(queue)
+        for split_dict in split_dicts:
+            _fold_result(config, data, Split.from_dict(split_dict), run, observer)
+        queue.put(("done", None))
+    except BaseException as exc:  # report, never hang the parent
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _run_parallel(config: Config, todo: list[Split], run: runs.Run, observer: Observer, workers: int,
+                  config_dir: Path | None) -> None:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    shares = [todo[i::workers] for i in range(workers)]
+    procs = [ctx.Process(target=_worker, daemon=True,
+                         args=(config.to_dict(), str(config_dir) if config_dir else None, str(run.path),
+                               run.command, [s.to_dict() for s in share], threads, queue))
+             for share in shares if share]
+    for proc in procs:
+        proc.start()
+    running, errors = len(procs), []
+    try:
+        while running:
+            try:
+                event = queue.get(timeout=1.0)
+            except Exception:
+                if not any(p.is_alive() for p in procs):
+                    break
+                continue
+            kind = event[0]
+            if kind == "epoch_end":
+                observer.epoch_end(*event[1:])
+            elif kind == "split_start":
+                observer.split_start(*event[1:])
+            elif kind == "split_end":
+                observer.split_end(*event[1:])
+            elif kind in ("done", "error"):
+                running -= 1
+                if kind == "error":
+                    errors.append(event[1])
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(timeout=10)
+    if errors:
+        raise RunError(f"a worker failed: {errors[0]}")
