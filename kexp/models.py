@@ -60,6 +60,36 @@ def _keras_spec(value: Any) -> Any:
     return value
 
 
+def _arguments(cls) -> list[str]:
+    """Named constructor arguments of a class and its bases (Keras forwards **kwargs upwards)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return list(dict.fromkeys(names))
+
+
+def instantiate(cls, params: dict, key: str, label: str, problems: Problems):
+    """`cls(**params)`, or problems naming each unknown argument (or Keras' own complaint)."""
+    try:
+        return cls(**params)
+    except Exception as exc:
+        allowed = _arguments(cls)
+        unknown = [k for k in params if k not in allowed]
+        for k in unknown:
+            problems.add(f"{key}.{k}", f"not an argument of {label}{close_matches(k, allowed)}; "
+                         f"allowed: {', '.join(allowed)}")
+        if not unknown:
+            problems.add(key, f"{label}: {_first_line(exc)}")
+    return None
+
+
 def layer_class(name: str):
     keras = _keras()
     classes = {**_public(keras.layers, keras.layers.Layer), **_custom_objects()}
@@ -75,21 +105,7 @@ def make_layer(spec: dict, key: str, problems: Problems):
                      "allowed: any class in keras.layers or registered with keras.saving")
         return None
     kwargs = {k: _keras_spec(v) for k, v in spec.items() if k not in ("layer", "inputs")}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
-        allowed += ["name", "dtype", "trainable"]
-        bad = [k for k in kwargs if k not in allowed]
-        if bad:
-            for k in bad:
-                problems.add(f"{key}.{k}", f"not an argument of {name}{close_matches(k, allowed)}; "
-                             f"allowed: {', '.join(dict.fromkeys(allowed))}")
-        else:
-            problems.add(key, f"{name}: {exc}")
-    except Exception as exc:  # Keras' own argument checks (ValueError, unknown activation, ...)
-        problems.add(key, f"{name}: {_first_line(exc)}")
-    return None
+    return instantiate(cls, kwargs, key, name, problems)
 
 
 def _first_line(exc: Exception) -> str:
@@ -176,17 +192,7 @@ def make_optimizer(spec: dict, problems: Problems):
         problems.add("compile.optimizer.name", f"unknown Keras optimizer{close_matches(name, known)}; "
                      f"got {show(name)}; allowed: {', '.join(sorted(lookup))}")
         return None
-    try:
-        return cls(**params)
-    except TypeError:
-        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
-        for k in params:
-            if k not in allowed:
-                problems.add(f"compile.optimizer.{k}", f"not an argument of {cls.__name__}"
-                             f"{close_matches(k, allowed)}; allowed: {', '.join(allowed)}")
-    except Exception as exc:
-        problems.add("compile.optimizer", f"{name}: {_first_line(exc)}")
-    return None
+    return instantiate(cls, params, "compile.optimizer", cls.__name__, problems)
 
 
 def _make_object(kind: str, spec: dict, key: str, problems: Problems, module, special=()):
@@ -213,17 +219,7 @@ def _make_object(kind: str, spec: dict, key: str, problems: Problems, module, sp
         problems.add(key, f"{name} is a function and takes no arguments; use its class (e.g. "
                      f"{''.join(p.title() for p in name.split('_'))}) to pass {', '.join(params)}")
         return None
-    try:
-        return cls(**params)
-    except TypeError:
-        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
-        for k in params:
-            if k not in allowed:
-                problems.add(f"{key}.{k}", f"not an argument of {cls.__name__}{close_matches(k, allowed)}; "
-                             f"allowed: {', '.join(allowed)}")
-    except Exception as exc:
-        problems.add(key, f"{name}: {_first_line(exc)}")
-    return None
+    return instantiate(cls, params, key, cls.__name__, problems)
 
 
 def make_loss(config: Config, outputs: list[str], problems: Problems):
@@ -275,16 +271,9 @@ def make_callbacks(config: Config, problems: Problems) -> list:
                          f"allowed: {', '.join(sorted(n for n in known if n not in ('Callback', 'CallbackList')))}")
             continue
         params = {k: _keras_spec(v) for k, v in spec.items() if k != "name"}
-        try:
-            callbacks.append(cls(**params))
-        except TypeError:
-            allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
-            for k in params:
-                if k not in allowed:
-                    problems.add(f"{key}.{k}", f"not an argument of {name}{close_matches(k, allowed)}; "
-                                 f"allowed: {', '.join(allowed)}")
-        except Exception as exc:
-            problems.add(key, f"{name}: {_first_line(exc)}")
+        callback = instantiate(cls, params, key, name, problems)
+        if callback is not None:
+            callbacks.append(callback)
     return callbacks
 
 
