@@ -165,7 +165,77 @@ def validate(
         if data:
             from kexp.experiment import check, load_data
 
-            check(cfg, load_data(cfg, config.parent), str(config))
+            check(cfg, load_data(cfg, config.parent, str(config)), str(config))
     except KexpError as error:
         fail(error)
     out.print(f"{config}: OK", highlight=False)
+
+
+# ---- reporting commands
+from enum import Enum  # noqa: E402 - kept in this section, which the reporting side owns
+
+
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders searched recursively for them.",
+                                                exists=True)],
+    sort: Annotated[Optional[str], typer.Option(
+        "--sort", help="Sort by a column (val_best, margin, duration, ...), a config key (training.epochs) "
+                       "or a metric (val_loss, loss@final, test_accuracy).")] = None,
+    ascending: Annotated[Optional[bool], typer.Option(
+        "--asc/--desc", help="Sort direction (default: the metric's, loss-like ascending).")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        "--where", "-w", help="Keep runs where KEY=VALUE (dataset, status, command, scheme, name, any config "
+                              "key); repeat to AND.")] = None,
+    columns: Annotated[Optional[str], typer.Option(
+        "--columns", "-c", help="Columns to show, in order: run,status,val_best,model.layers.1.units")] = None,
+    last: Annotated[Optional[int], typer.Option("--last", min=1, help="Keep the N most recent runs.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="Also write a PNG overlaying the runs' validation curves of this metric.")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", dir_okay=False, help="The --plot file (default: compare-METRIC.png).")] = None,
+) -> None:
+    """Compare runs in one table: metrics, baseline, and the config values that differ."""
+    from kexp import report
+
+    try:
+        comparison = report.compare(paths, sort=sort, ascending=ascending, where=where or (), columns=columns,
+                                    last=last)
+        for line in comparison.warnings:
+            err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+        result = report.render(comparison, fmt.value)
+        if isinstance(result, str):
+            sys.stdout.write(result)
+            sys.stdout.flush()
+        else:
+            out.print(result)
+        if plot:
+            from kexp import plots
+
+            target = output or Path(f"compare-{plot}.png")
+            labels = [report.run_label(r.name) for r in comparison.records]
+            written = plots.compare_plot(comparison.records, plot, target, labels=labels)
+            err.print(f"wrote {written}", markup=False, highlight=False, soft_wrap=True)
+    except KexpError as error:
+        fail(error)
+
+
+@app.command()
+def show(
+    run: Annotated[Path, typer.Argument(help="A run folder.", exists=True, file_okay=False)],
+) -> None:
+    """Show one run in full: status, metrics, folds, baseline, diagnostics, config, files."""
+    from kexp import report
+
+    try:
+        out.print(report.show(run))
+    except KexpError as error:
+        fail(error)

@@ -82,9 +82,15 @@ def configure_threads(threads: int | None = None) -> None:
     configure_threads.done = True
 
 
-def load_data(config: Config, config_dir: Path | None) -> Data:
+def load_data(config: Config, config_dir: Path | None, source: str | None = None) -> Data:
+    """The dataset; problems are DataErrors prefixed with the config file like config errors."""
     configure_threads()  # a download goes through Keras: start TensorFlow quietly first
-    return load_dataset(config.dataset, config_dir=config_dir)
+    try:
+        return load_dataset(config.dataset, config_dir=config_dir)
+    except DataError as exc:
+        if source is None:
+            raise
+        raise DataError([f"{source}: {line}" for line in exc.problems]) from None
 
 
 def _monitor_mode(config: Config) -> str:
@@ -303,7 +309,7 @@ def fit_split(config: Config, data: Data, split: Split, run: runs.Run, observer:
     observer.split_start(split.id, epochs)
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=0)
+                  callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
     finally:
         history.close()
     result = summarize(log.logs, monitor, mode)
@@ -387,8 +393,8 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
     observer = observer or Observer()
     config_dir = config_path.parent if config_path else None
     started = time.perf_counter()
-    data = load_data(config, config_dir)
     source = str(config_path) if config_path else "<config>"
+    data = load_data(config, config_dir, source)
     check(config, data, source)
     data_s = time.perf_counter() - started
     splits = _splits(config, data, n_rows(data.x_train))
