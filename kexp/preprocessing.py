@@ -222,8 +222,9 @@ def to_tf_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, see
 
     def encode(value, batch):
         if isinstance(value, MultiHot):
-            return tf.math.bincount(batch, minlength=value.width, maxlength=value.width,
-                                    binary_output=True, dtype=tf.float32, axis=-1)
+            dense = tf.math.bincount(batch, minlength=value.width, maxlength=value.width,
+                                     binary_output=True, dtype=tf.float32, axis=-1)
+            return tf.ensure_shape(dense, [None, value.width])
         return batch
 
     is_dict = isinstance(x, dict)
@@ -245,5 +246,5 @@ def to_tf_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, see
                 bx = encode(x, bx)
             return (bx, *by)
 
-        ds = ds.map(encode_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(encode_batch, num_parallel_calls=2, deterministic=True)
+    return ds.prefetch(1)
