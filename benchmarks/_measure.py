@@ -1,0 +1,40 @@
+"""Run a command as a child process and report its wall time and peak memory (whole process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """Wall seconds, peak RSS (MiB, the largest process of the command) and the last stdout line."""
+    wrapper = (
+        "import json, resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "wall = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'rc': done.returncode, 'wall_s': wall, 'peak_mib': peak,"
+        " 'stdout': done.stdout[-4000:], 'stderr': done.stderr[-4000:]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result['stderr']}")
+    return result
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def run_metrics(runs_dir: str) -> dict:
+    """metrics.json of the newest run folder in runs_dir."""
+    folders = sorted(p for p in os.listdir(runs_dir) if not p.startswith("."))
+    with open(os.path.join(runs_dir, folders[-1], "metrics.json")) as handle:
+        return json.load(handle)

@@ -1,0 +1,45 @@
+"""IMDB: the hand-written reference script against `kexp train configs/imdb.yaml`, same data, one run.
+
+    python benchmarks/bench_imdb.py [--data-dir ../shared/datasets] [--reference ../shared/reference]
+
+Prints wall time and peak memory of each whole process and the ratios kexp / reference
+(targets: wall <= 0.8, memory <= 0.3, test accuracy within 0.005).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import last_json, measure, run_metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    ref = measure([sys.executable, str(Path(args.reference) / "imdb_baseline.py"), "--data-dir", args.data_dir,
+                   "--verbose", "0", "--seed", str(args.seed)])
+    ref_acc = last_json(ref["stdout"])["test_accuracy"]
+    with tempfile.TemporaryDirectory() as runs:
+        ours = measure([sys.executable, "-m", "kexp", "train", str(ROOT / "configs" / "imdb.yaml"), "--quiet",
+                        "--runs-dir", runs, "--set", f"seed={args.seed}"], env={"KEXP_DATA_DIR": args.data_dir})
+        our_acc = run_metrics(runs)["test"]["accuracy"]
+    print(f"{'':10} {'wall s':>8} {'peak MiB':>9} {'test acc':>9}")
+    print(f"{'reference':10} {ref['wall_s']:8.1f} {ref['peak_mib']:9.0f} {ref_acc:9.4f}")
+    print(f"{'kexp':10} {ours['wall_s']:8.1f} {ours['peak_mib']:9.0f} {our_acc:9.4f}")
+    print(f"ratios kexp/reference: wall {ours['wall_s'] / ref['wall_s']:.2f} (target <= 0.8), "
+          f"peak memory {ours['peak_mib'] / ref['peak_mib']:.2f} (target <= 0.3), "
+          f"accuracy difference {our_acc - ref_acc:+.4f} (target within 0.005)")
+
+
+if __name__ == "__main__":
+    main()
