@@ -190,13 +190,15 @@ def compare(
         "--sort", help="Sort by a column (val_best, margin, duration, ...), a config key (training.epochs) "
                        "or a metric (val_loss, loss@final, test_accuracy).")] = None,
     ascending: Annotated[Optional[bool], typer.Option(
-        "--asc/--desc", help="Sort direction (default: the metric's, loss-like ascending).")] = None,
+        "--asc/--desc", help="Sort direction (default: the metric's, loss-like ascending; without --sort, "
+                             "--desc lists the newest run first).")] = None,
     where: Annotated[Optional[list[str]], typer.Option(
         "--where", "-w", help="Keep runs where KEY=VALUE (dataset, status, command, scheme, name, any config "
                               "key); repeat to AND.")] = None,
     columns: Annotated[Optional[str], typer.Option(
-        "--columns", "-c", help="Columns to show, in order: run,status,val_best,model.layers.1.units")] = None,
-    last: Annotated[Optional[int], typer.Option("--last", min=1, help="Keep the N most recent runs.")] = None,
+        "--columns", "-c", help="Columns to show, in order, e.g. run,val_best,training.epochs")] = None,
+    last: Annotated[Optional[int], typer.Option(
+        "--last", min=1, help="Keep the N most recent runs (after --where).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", help="Also write a PNG overlaying the runs' validation curves of this metric.")] = None,
@@ -221,7 +223,7 @@ def compare(
             from kexp import plots
 
             target = output or Path(f"compare-{plot}.png")
-            labels = [report.run_label(r.name) for r in comparison.records]
+            labels = report.run_labels([r.name for r in comparison.records])
             written = plots.compare_plot(comparison.records, plot, target, labels=labels)
             err.print(f"wrote {written}", markup=False, highlight=False, soft_wrap=True)
     except KexpError as error:

@@ -312,18 +312,46 @@ def parse_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        if mark is None and isinstance(getattr(exc, "position", None), int):  # ReaderError: an offset
+            at = f":{text.count(chr(10), 0, exc.position) + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).partition("\n")[0]
         context = getattr(exc, "context", None)
         detail = f"{context}, {problem}" if context else problem
         raise ConfigError(f"{where}{at}: invalid YAML: {detail}") from None
     except RecursionError:
         raise ConfigError(f"{where}: invalid YAML: nested too deeply") from None
+    except Exception as exc:  # a value PyYAML's own constructors choke on: 2001-13-45, !!int abc, 10**5000
+        raise ConfigError(f"{where}: invalid YAML: a value cannot be read ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else 'malformed'})") from None
     if _count_nodes(data) > MAX_NODES:
         raise ConfigError(
             f"{where}: the YAML expands to more than {MAX_NODES} values (anchors/aliases?); "
             "write it out plainly"
         )
+    foreign = _foreign_value(data)
+    if foreign is not None:
+        raise ConfigError(f"{where}: {foreign[0] or '(top level)'}: not plain data (YAML binary, sets, dates "
+                          f"and times are not config values; quote text that looks like a date); got {show(foreign[1])}")
     return data
+
+
+def _foreign_value(value: Any) -> tuple[str, Any] | None:
+    """(dotted key, value) of the first value or key that is not str/int/float/bool/null/list/mapping."""
+    plain = (str, int, float, bool, type(None))
+    stack = [(value, "")]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                where = f"{at}.{key}" if at else str(key)
+                if not isinstance(key, plain):
+                    return where, key
+                stack.append((child, where))
+        elif isinstance(item, list):
+            stack.extend((child, f"{at}.{i}" if at else str(i)) for i, child in enumerate(item))
+        elif not isinstance(item, plain):
+            return at, item
+    return None
 
 
 def read_config_file(path: str | Path) -> dict:

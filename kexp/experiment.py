@@ -381,7 +381,7 @@ def _git_state() -> dict | None:
 def start_run(config: Config, *, command: str, runs_dir: Path, argv: list[str],
               config_path: Path | None) -> runs.Run:
     run = runs.create_run(runs_dir, config.name, command)
-    run.write_yaml("config.yaml", config.to_dict())
+    run.write_config(config.to_dict())
     run.write_json("environment.json", environment(config, argv, config_path))
     return run
 

@@ -9,6 +9,7 @@ status is still "running" but whose process is gone reads back as "incomplete".
 Layout (files marked * exist only for some runs):
     status.json        {"status", "command", "pid", "host", "started", "updated", "ended"*, "error"*}
     config.yaml        the fully resolved config
+    config.json        the same, as JSON: what `compare` reads (parsing YAML is 50x slower)
     environment.json   versions, platform, seed, command line, git commit and dirty flag
     history.csv        one row per epoch (hold-out), or folds/<fold>/history.csv (K-fold)
     metrics.json       the results (see kexp.experiment); partial while running
@@ -39,6 +40,7 @@ import yaml
 
 from kexp.errors import RunError
 
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader: same data, 7x faster
 STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
 STATUS_FILE = "status.json"
 
@@ -175,6 +177,11 @@ class Run:
     def write_yaml(self, name: str, obj: Any) -> None:
         write_yaml(self.file(name), obj)
 
+    def write_config(self, config: dict) -> None:
+        """config.yaml for people, config.json for fast reading back."""
+        self.write_yaml("config.yaml", config)
+        self.write_json("config.json", config)
+
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.file(name), text)
 
@@ -239,7 +246,6 @@ class RunRecord:
     status_data: dict | None = None
     config: dict | None = None
     metrics: dict | None = None
-    environment: dict | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -249,6 +255,12 @@ class RunRecord:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def environment(self) -> dict | None:
+        """environment.json, read on demand (compare never needs it)."""
+        env = _read_json(self.path / "environment.json", [])
+        return env if isinstance(env, dict) else None
 
 
 def _read_json(path: Path, problems: list[str]) -> Any:
@@ -289,17 +301,15 @@ def read_run(path: str | Path) -> RunRecord:
             record.status = "incomplete"
     elif status is None and not record.problems:
         record.problems.append(f"{STATUS_FILE}: missing")
-    config_path = path / "config.yaml"
-    if config_path.exists():
+    config = _read_json(path / "config.json", record.problems)
+    if config is None and (path / "config.yaml").exists():  # a folder without its JSON copy
         try:
-            config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-            record.config = config if isinstance(config, dict) else None
+            config = yaml.load((path / "config.yaml").read_text(encoding="utf-8"), Loader=_SafeLoader)
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             record.problems.append("config.yaml: unreadable")
+    record.config = config if isinstance(config, dict) else None
     metrics = _read_json(path / "metrics.json", record.problems)
     record.metrics = metrics if isinstance(metrics, dict) else None
-    env = _read_json(path / "environment.json", record.problems)
-    record.environment = env if isinstance(env, dict) else None
     return record
 
 

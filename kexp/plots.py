@@ -1,0 +1,236 @@
+"""Learning-curve plots of run folders (matplotlib, Agg backend, no display needed).
+
+matplotlib and numpy are imported inside the functions, so `import kexp.plots` costs nothing. Run
+folders are read and written through `kexp.runs` only. `learning_curves` never raises: plotting can
+never fail a run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from kexp import runs
+from kexp.errors import RunError
+
+MAX_LEGEND = 20  # a comparison of more runs than this lists the first ones only
+
+
+@dataclass
+class Curves:
+    """Per-epoch curves of one run: column -> mean values (K-fold: over folds), and std for K-fold."""
+
+    epochs: list[int] = field(default_factory=list)
+    mean: dict[str, list[float]] = field(default_factory=dict)
+    std: dict[str, list[float]] = field(default_factory=dict)
+    n_folds: int = 0
+
+
+def read_curves(record: runs.RunRecord) -> Curves:
+    """The run's history: hold-out `history.csv`, or for K-fold the mean and std (ddof=0) over the
+    folds' `history.csv`, epoch by epoch up to the shortest fold (falling back to metrics.json's
+    `curves` means). Missing or unreadable files give empty curves."""
+    metrics = record.metrics or {}
+    histories = [h for h in (_history(p) for p in _fold_history_paths(record)) if h]
+    if histories:
+        return _fold_mean(histories)
+    history = _history(record.path / "history.csv")
+    if history:
+        curves = Curves(mean={k: v for k, v in history.items() if k != "epoch"})
+        length = max((len(v) for v in curves.mean.values()), default=0)
+        epochs = history.get("epoch") or []
+        curves.epochs = [int(e) for e in epochs if _finite(e)] if len(epochs) == length else []
+        curves.epochs = curves.epochs or list(range(1, length + 1))
+        return curves
+    means = metrics.get("curves")
+    if isinstance(means, dict) and means:
+        curves = Curves(mean={k: [_num(x) for x in v] for k, v in means.items() if isinstance(v, list)})
+        length = max((len(v) for v in curves.mean.values()), default=0)
+        curves.epochs = list(range(1, length + 1))
+        return curves
+    return Curves()
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _num(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _history(path: Path) -> dict[str, list[float]]:
+    try:
+        return runs.read_history(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _fold_history_paths(record: runs.RunRecord) -> list[Path]:
+    folds_dir = record.path / "folds"
+    ids = [f.get("id") for f in (record.metrics or {}).get("folds") or [] if isinstance(f, dict)]
+    paths = [folds_dir / str(i) / "history.csv" for i in ids if i]
+    if not paths and folds_dir.is_dir():
+        paths = sorted(folds_dir.glob("*/history.csv"))
+    return [p for p in paths if p.is_file()]
+
+
+def _fold_mean(histories: list[dict[str, list[float]]]) -> Curves:
+    import numpy as np
+
+    columns = [c for c in histories[0] if c != "epoch" and all(c in h for h in histories)]
+    length = min(len(h[c]) for h in histories for c in columns) if columns else 0
+    curves = Curves(epochs=list(range(1, length + 1)), n_folds=len(histories))
+    for column in columns:
+        stacked = np.asarray([h[column][:length] for h in histories], dtype="float64")
+        with np.errstate(all="ignore"):
+            curves.mean[column] = np.nanmean(stacked, axis=0).tolist() if length else []
+            curves.std[column] = np.nanstd(stacked, axis=0).tolist() if length else []
+    return curves
+
+
+def _file_name(metric: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", metric) or "metric"
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# --------------------------------------------------------------------------- one run
+def learning_curves(run_path: str | Path) -> list[Path]:
+    """Write `plots/loss.png` (training vs validation loss per epoch) and `plots/<main metric>.png`
+    into a run folder; K-fold runs show the mean over folds with a ±std band, and the smoothed
+    curve when metrics.json has `curve.smoothed`. Returns the files written; never raises."""
+    written: list[Path] = []
+    try:
+        record = runs.read_run(run_path)
+        curves = read_curves(record)
+        if not curves.mean:
+            return written
+        metrics = record.metrics or {}
+        main = metrics.get("main_metric")
+        if not isinstance(main, str) or main not in curves.mean and f"val_{main}" not in curves.mean:
+            main = next((c for c in curves.mean if not c.startswith("val_") and c != "loss"), None)
+        run = runs.Run(path=Path(run_path), command=record.command or "")
+        for metric in dict.fromkeys(m for m in ("loss", main) if m):
+            try:
+                data = _learning_figure(curves, metric, metrics)
+                if data is not None:
+                    target = run.file("plots", f"{_file_name(metric)}.png")
+                    runs.atomic_write(target, data)
+                    written.append(target)
+            except Exception:  # noqa: BLE001 - one failed figure must not stop the other
+                continue
+    except Exception:  # noqa: BLE001 - plotting can never fail a run
+        pass
+    return written
+
+
+def _learning_figure(curves: Curves, metric: str, metrics: dict) -> bytes | None:
+    train, val = curves.mean.get(metric), curves.mean.get(f"val_{metric}")
+    if not train and not val:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    try:
+        kfold = curves.n_folds > 0
+        for values, label, style, color in ((train, "training", "o-", "tab:blue"),
+                                            (val, "validation", "-", "tab:orange")):
+            if not values:
+                continue
+            epochs = curves.epochs[: len(values)]
+            name = f"{label} {metric}" + (f" (mean of {curves.n_folds} folds)" if kfold else "")
+            axes.plot(epochs, values[: len(epochs)], style, color=color, label=name,
+                      markersize=3 if len(epochs) <= 60 else 0)
+            std = curves.std.get(metric if values is train else f"val_{metric}")
+            if std:
+                low = [m - s for m, s in zip(values, std)]
+                high = [m + s for m, s in zip(values, std)]
+                axes.fill_between(epochs, low[: len(epochs)], high[: len(epochs)], color=color, alpha=0.2,
+                                  label=f"{label} ± std")
+        curve = metrics.get("curve")
+        if isinstance(curve, dict) and isinstance(curve.get("smoothed"), list) and curve.get("metric") == f"val_{metric}":
+            skip = int(curve.get("skip") or 0)
+            smoothed = curve["smoothed"]
+            factor = curve.get("factor")
+            axes.plot(range(skip + 1, skip + 1 + len(smoothed)), [_num(v) for v in smoothed], "--",
+                      color="tab:red", label=f"smoothed validation (EMA {factor}, first {skip} skipped)")
+        best = metrics.get("best_epoch")
+        if isinstance(best, int) and best > 0:
+            axes.axvline(best, color="grey", linestyle=":", linewidth=1, label=f"best epoch {best}")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.set_title(f"training and validation {metric}")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        return _png(figure)
+    finally:
+        plt.close(figure)
+
+
+# --------------------------------------------------------------------------- several runs
+def compare_plot(records: Sequence[runs.RunRecord], metric: str, out_path: str | Path, *,
+                 labels: Sequence[str] | None = None) -> Path:
+    """One PNG overlaying the validation curve `val_<metric>` of several runs (K-fold: the mean over
+    folds, with a faint ±std band). Runs without that curve are left out; raises RunError when none
+    has it."""
+    column = metric if metric.startswith("val_") else f"val_{metric}"
+    labels = list(labels) if labels is not None else [r.name for r in records]
+    found: list[tuple[str, Curves]] = []
+    seen_columns: set[str] = set()
+    for record, label in zip(records, labels):
+        curves = read_curves(record)
+        seen_columns.update(curves.mean)
+        if curves.mean.get(column):
+            found.append((label, curves))
+    if not found:
+        available = sorted(c for c in seen_columns if c.startswith("val_"))
+        raise RunError(f"--plot {metric}: none of the {len(records)} runs has a {column} curve; "
+                       f"found: {', '.join(available) or 'no curves'}")
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 5))
+    try:
+        for index, (label, curves) in enumerate(found):
+            values = curves.mean[column]
+            epochs = curves.epochs[: len(values)]
+            shown = label if index < MAX_LEGEND else None
+            line, = axes.plot(epochs, values[: len(epochs)], "-", label=shown, linewidth=1.2)
+            std = curves.std.get(column)
+            if std:
+                axes.fill_between(epochs, [m - s for m, s in zip(values, std)][: len(epochs)],
+                                  [m + s for m, s in zip(values, std)][: len(epochs)], color=line.get_color(),
+                                  alpha=0.12)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(column)
+        title = f"{column} of {len(found)} run{'s' if len(found) != 1 else ''}"
+        if len(found) > MAX_LEGEND:
+            title += f" (legend: first {MAX_LEGEND})"
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small", loc="best")
+        data = _png(figure)
+    finally:
+        plt.close(figure)
+    out_path = Path(out_path)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write(out_path, data)
+    except OSError as exc:
+        raise RunError(f"{out_path}: cannot write the plot: {exc.strerror or exc}") from None
+    return out_path

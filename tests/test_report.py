@@ -1,0 +1,580 @@
+"""kexp.report and the `compare` / `show` commands, on run folders fabricated here (no training)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from kexp import report, runs
+from kexp.cli import app
+from kexp.errors import RunError
+
+# --------------------------------------------------------------------------- fabricated run folders
+REUTERS = {
+    "name": "reuters",
+    "seed": 0,
+    "dataset": {"name": "reuters", "num_words": 10000, "data_dir": None},
+    "preprocessing": {"multi_hot": 10000, "labels": "categorical", "standardize": False},
+    "model": {
+        "layers": [
+            {"layer": "Dense", "units": 64, "activation": "relu"},
+            {"layer": "Dense", "units": 64, "activation": "relu"},
+            {"layer": "Dense", "units": 46, "activation": "softmax"},
+        ],
+        "inputs": None,
+        "outputs": None,
+    },
+    "compile": {"optimizer": {"name": "rmsprop"}, "loss": {"name": "categorical_crossentropy"},
+                "metrics": [{"name": "accuracy"}]},
+    "training": {"epochs": 20, "batch_size": 512, "shuffle": True, "callbacks": []},
+    "validation": {"scheme": "holdout", "size": 1000, "shuffle": False, "seed": None, "monitor": "val_loss",
+                   "mode": "auto", "final": {"epochs": 9}},
+}
+
+BOSTON = {
+    "name": "boston",
+    "seed": 0,
+    "dataset": {"name": "boston_housing", "test_split": 0.2},
+    "preprocessing": {"standardize": True},
+    "model": {"layers": [{"layer": "Dense", "units": 64, "activation": "relu"}, {"layer": "Dense", "units": 1}]},
+    "compile": {"optimizer": {"name": "rmsprop"}, "loss": {"name": "mse"}, "metrics": [{"name": "mae"}]},
+    "training": {"epochs": 30, "batch_size": 16, "callbacks": []},
+    "validation": {"scheme": "kfold", "n_splits": 3, "repeats": 1, "shuffle": False, "seed": None,
+                   "monitor": "val_mae", "mode": "auto", "final": None,
+                   "smoothing": {"factor": 0.9, "skip": 2}},
+}
+
+
+def u_curve(epochs: int, low_at: int, low: float = 0.9) -> list[float]:
+    """A validation loss falling to `low` at epoch `low_at` and rising after it."""
+    return [low + 0.05 * (e - low_at) ** 2 / max(low_at, 1) for e in range(1, epochs + 1)]
+
+
+def holdout_metrics(*, val_acc: float = 0.8, val_loss: float = 0.9, test_acc: float | None = 0.78,
+                    epochs: int = 20, best: int = 9, baseline: float = 0.36, total_s: float = 41.0) -> dict:
+    return {
+        "command": "train", "dataset": "reuters", "scheme": "holdout", "monitor": "val_loss", "mode": "min",
+        "main_metric": "accuracy", "epochs_run": epochs, "best_epoch": best,
+        "validation": {"final": {"loss": val_loss + 0.1, "accuracy": val_acc - 0.01},
+                       "best": {"loss": val_loss, "accuracy": val_acc}},
+        "train": {"final": {"loss": 0.1, "accuracy": 0.97}},
+        "final_model": {"epochs": 9, "n_train": 8982},
+        "test": None if test_acc is None else {"loss": 0.95, "accuracy": test_acc},
+        "baseline": {"task": "multiclass", "metric": "accuracy",
+                     "validation": {"majority_accuracy": baseline, "random_accuracy": 0.19},
+                     "test": {"majority_accuracy": 0.36, "random_accuracy": 0.19}, "value": baseline,
+                     "model": val_acc, "margin": val_acc - baseline, "beats": val_acc > baseline},
+        "diagnostics": {"best_epoch": best, "overfit_epoch": best,
+                        "sentence": f"Validation loss was lowest at epoch {best} and rose afterwards."},
+        "durations": {"total_s": total_s, "data_s": 3.1, "train_s": 30.0, "final_s": 8.0},
+        "stop_reason": None,
+    }
+
+
+def kfold_metrics(n_folds: int = 3, epochs: int = 30) -> dict:
+    folds = [{"id": f"r0-f{i}", "repeat": 0, "fold": i, "n_train": 270, "n_val": 134, "epochs_run": epochs,
+              "best_epoch": 12 + i, "validation": {"final": {"loss": 12.0 + i, "mae": 2.5 + 0.1 * i},
+                                                   "best": {"loss": 10.0 + i, "mae": 2.3 + 0.1 * i}},
+              "train": {"final": {"loss": 5.0, "mae": 1.6}}, "duration_s": 4.0} for i in range(n_folds)]
+    mean = [3.0 - 0.02 * e for e in range(epochs)]
+    return {
+        "command": "kfold", "dataset": "boston_housing", "scheme": "kfold", "monitor": "val_mae", "mode": "min",
+        "main_metric": "mae", "epochs_run": epochs, "best_epoch": 13,
+        "validation": {"final": {"loss": 13.0, "mae": 2.6}, "best": {"loss": 11.0, "mae": 2.4},
+                       "final_std": {"loss": 0.8, "mae": 0.08}, "best_std": {"loss": 0.8, "mae": 0.0816}},
+        "train": {"final": {"loss": 5.0, "mae": 1.6}},
+        "folds": folds,
+        "curve": {"metric": "val_mae", "mean": mean, "std": [0.1] * epochs, "smoothed": mean[2:], "skip": 2,
+                  "factor": 0.9, "best_epoch": 13},
+        "final_model": None, "test": None,
+        "baseline": {"task": "regression", "metric": "mae", "validation": {"mae": 6.5, "mse": 80.0}, "test": None,
+                     "value": 6.5, "model": 2.4, "margin": 4.1, "beats": True},
+        "diagnostics": {"best_epoch": 13, "overfit_epoch": None, "sentence": "No overfitting seen in 30 epochs."},
+        "durations": {"total_s": 12.5},
+        "stop_reason": None,
+    }
+
+
+def write_history(path: Path, epochs: int, *, metric: str = "accuracy", low_at: int = 9,
+                  start: float = 0.5) -> None:
+    writer = runs.HistoryWriter(path)
+    val = u_curve(epochs, low_at)
+    for e in range(1, epochs + 1):
+        writer.append(e, {"loss": 2.0 / e, metric: start + 0.02 * e, "val_loss": val[e - 1],
+                          f"val_{metric}": start + 0.015 * min(e, low_at)})
+    writer.close()
+
+
+_counter = iter(range(10**6))
+
+
+def make_run(root: Path, name: str = "reuters", *, config: dict | None = None, metrics: dict | None | bool = True,
+             status: str = "completed", command: str | None = None, started: str | None = None,
+             pid: int | None = None, history: bool = True, **overrides) -> Path:
+    """A run folder as the training side writes it (through kexp.runs' writers).
+
+    `metrics=True` gives hold-out (or K-fold, for a kfold config) metrics; None/False writes none;
+    `overrides` are dotted config keys with `__` for dots: training__batch_size=128."""
+    config = copy.deepcopy(config if config is not None else REUTERS)
+    config["name"] = name
+    for key, value in overrides.items():
+        node, parts = config, key.split("__")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[int(parts[-1]) if isinstance(node, list) else parts[-1]] = value
+    kfold = config["validation"]["scheme"] == "kfold"
+    command = command or ("kfold" if kfold else "train")
+    n = next(_counter)
+    started = started or f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    stamp = started.replace("-", "").replace(":", "")
+    path = root / f"{stamp}-{name}-{n:06x}"
+    path.mkdir(parents=True)
+    runs.write_json(path / "status.json", {
+        "status": status, "command": command, "pid": os.getpid() if pid is None else pid,
+        "host": os.uname().nodename if hasattr(os, "uname") else "host", "started": started,
+        "updated": started, **({"ended": started} if status != "running" else {}),
+        **({"error": "loss became NaN"} if status == "failed" else {}),
+    })
+    runs.Run(path=path, command=command).write_config(config)
+    runs.write_json(path / "environment.json", {"python": "3.11"})
+    if metrics is True:
+        metrics = kfold_metrics() if kfold else holdout_metrics()
+    if metrics:
+        runs.write_json(path / "metrics.json", metrics)
+    if history:
+        if kfold:
+            for fold in (metrics or kfold_metrics())["folds"]:
+                write_history(path / "folds" / fold["id"] / "history.csv", 30, metric="mae", low_at=13, start=3.0)
+        else:
+            write_history(path / "history.csv", 20)
+    return path
+
+
+def render(renderable, width: int = 100) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, legacy_windows=False)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def parse_csv(text: str) -> list[dict]:
+    """CSV cells back to values: empty -> None, true/false, int, float, else str."""
+    def value(cell: str):
+        if cell == "":
+            return None
+        if cell in ("true", "false"):
+            return cell == "true"
+        for kind in (int, float):
+            try:
+                return kind(cell)
+            except ValueError:
+                pass
+        return cell
+
+    return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+
+
+@pytest.fixture
+def reuters_pair(tmp_path: Path) -> Path:
+    """The Reuters 64-unit run and the 4-unit bottleneck run (smaller batch, no final retrain)."""
+    make_run(tmp_path, "reuters", metrics=holdout_metrics(val_acc=0.80, val_loss=0.88))
+    make_run(tmp_path, "reuters_bottleneck", model__layers__1__units=4, training__batch_size=128,
+             validation__final=None, metrics=holdout_metrics(val_acc=0.71, val_loss=1.30, test_acc=0.69))
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+# --------------------------------------------------------------------------- differing columns
+def test_flatten_names_nested_and_list_keys_by_dotted_path():
+    flat = report.flatten({"model": {"layers": [{"units": 64}, {"units": 4}]}, "a": {"b": None, "c": []}})
+    assert flat == {"model.layers.0.units": 64, "model.layers.1.units": 4, "a.b": None, "a.c": "[]"}
+
+
+def test_differing_keys_show_only_config_values_that_differ(reuters_pair):
+    comparison = report.compare([reuters_pair])
+    assert comparison.config_columns == ["model.layers.1.units", "training.batch_size", "validation.final.epochs"]
+    assert "name" not in comparison.columns  # the run column already names it
+    values = comparison.values()
+    assert [v["model.layers.1.units"] for v in values] == [64, 4]
+    assert [v["training.batch_size"] for v in values] == [512, 128]
+    assert [v["validation.final.epochs"] for v in values] == [9, None]
+    assert "dataset.num_words" not in comparison.columns  # equal in both
+
+
+def test_differing_keys_treat_a_missing_key_as_null(tmp_path):
+    make_run(tmp_path, "a", validation__final=None)
+    make_run(tmp_path, "b")
+    del_final = report.compare([tmp_path]).config_columns
+    assert del_final == ["validation.final.epochs"]  # validation.final: missing vs null is no difference
+
+
+def test_a_single_run_has_no_config_columns(tmp_path):
+    make_run(tmp_path, "only")
+    comparison = report.compare([tmp_path])
+    assert comparison.config_columns == []
+    assert comparison.columns[:5] == ["run", "command", "dataset", "scheme", "status"]
+
+
+def test_table_is_readable_at_100_columns(reuters_pair):
+    text = render(report.table(report.compare([reuters_pair])))
+    lines = text.splitlines()
+    assert all(len(line) <= 100 for line in lines), text
+    assert "reuters_bottleneck" in text.replace("\n", "")
+    assert "model." in text and "layers.1." in text and "units" in text
+    assert "validation.final.epochs" in report.to_csv(report.compare([reuters_pair]))
+    assert "0.8" in text and "0.71" in text and "+0.44" in text
+
+
+def test_table_with_many_differing_keys_shows_what_fits_and_names_the_rest(tmp_path):
+    make_run(tmp_path, "reuters")
+    make_run(tmp_path, "boston", config=BOSTON)
+    comparison = report.compare([tmp_path])
+    assert len(comparison.config_columns) > 10
+    assert "dataset.name" not in comparison.config_columns  # the dataset column shows it
+    text = render(report.table(comparison))
+    assert all(len(line) <= 100 for line in text.splitlines()), text
+
+    def config_headers(width: int) -> list[str]:
+        layout = report.table(comparison).layout(width)
+        return [c for c in layout.columns if c in comparison.config_columns]
+
+    shown = config_headers(100)
+    assert shown == comparison.config_columns[: len(shown)]
+    hidden = comparison.config_columns[len(shown):]
+    assert hidden
+    assert f"{len(hidden)} more config keys differ (too wide to show): {hidden[0]}" in " ".join(text.split())
+    assert len(config_headers(200)) > len(shown)  # a wider console shows more of them
+    assert "metric" in text  # the runs differ in main metric, so it gets a column
+    assert len(report.to_csv(comparison).splitlines()[0].split(",")) > len(report.DEFAULT_COLUMNS) + 10
+
+
+def test_table_says_shared_values_once(reuters_pair):
+    layout = report.table(report.compare([reuters_pair])).layout(100)
+    assert layout.title == ("2 runs; all have command train, dataset reuters, scheme holdout, status completed, "
+                            "metric accuracy")
+    assert layout.columns[:2] == ["run", "epochs"]
+    assert layout.note is None and layout.hidden == []
+
+
+# --------------------------------------------------------------------------- sorting, filtering, last
+@pytest.fixture
+def three_runs(tmp_path: Path) -> Path:
+    make_run(tmp_path, "mid", metrics=holdout_metrics(val_acc=0.75, val_loss=1.0, total_s=30))
+    make_run(tmp_path, "good", training__batch_size=128, metrics=holdout_metrics(val_acc=0.82, val_loss=0.8))
+    make_run(tmp_path, "bad", training__epochs=4, metrics=holdout_metrics(val_acc=0.60, val_loss=1.5, total_s=5))
+    return tmp_path
+
+
+def names(comparison: report.Comparison) -> list[str]:
+    return [report.run_label(r.name).rsplit("-", 1)[0] for r in comparison.records]
+
+
+def test_default_order_is_oldest_first(three_runs):
+    assert names(report.compare([three_runs])) == ["mid", "good", "bad"]
+
+
+def test_sort_by_a_score_defaults_to_descending(three_runs):
+    assert names(report.compare([three_runs], sort="val_best")) == ["good", "mid", "bad"]
+    assert names(report.compare([three_runs], sort="val_accuracy")) == ["good", "mid", "bad"]
+
+
+def test_sort_by_a_loss_like_metric_defaults_to_ascending(three_runs):
+    assert names(report.compare([three_runs], sort="val_loss")) == ["good", "mid", "bad"]
+    assert names(report.compare([three_runs], sort="loss@final")) == ["good", "mid", "bad"]
+    assert names(report.compare([three_runs], sort="duration")) == ["bad", "mid", "good"]
+
+
+def test_sort_direction_can_be_forced(three_runs):
+    assert names(report.compare([three_runs], sort="val_loss", ascending=False)) == ["bad", "mid", "good"]
+    assert names(report.compare([three_runs], sort="val_best", ascending=True)) == ["bad", "mid", "good"]
+
+
+def test_sort_by_config_key_puts_runs_without_a_value_last(three_runs, tmp_path):
+    make_run(tmp_path, "nocfg", metrics=holdout_metrics(val_acc=0.9))
+    for name in ("config.yaml", "config.json"):
+        (next(tmp_path.glob("*-nocfg-*")) / name).unlink()
+    order = names(report.compare([three_runs], sort="training.epochs"))
+    assert order[0] == "bad" and order[-1] == "nocfg"
+    order = names(report.compare([three_runs], sort="training.epochs", ascending=False))
+    assert order[-1] == "nocfg"
+
+
+def test_sort_by_unknown_key_is_a_usage_error(three_runs):
+    with pytest.raises(report.UsageError, match=r"training\.epochs"):
+        report.compare([three_runs], sort="training.epoch")
+
+
+def test_where_filters_on_fields_and_config_keys(three_runs):
+    assert names(report.compare([three_runs], where=["training.batch_size=128"])) == ["good"]
+    assert names(report.compare([three_runs], where=["dataset=reuters", "training.epochs=20"])) == ["mid", "good"]
+    assert names(report.compare([three_runs], where=["status=completed", "name=bad"])) == ["bad"]
+    assert names(report.compare([three_runs], where=["training.shuffle=true", "validation.seed=null"])) == [
+        "mid", "good", "bad"]
+
+
+def test_where_compares_numbers_as_numbers(three_runs):
+    assert names(report.compare([three_runs], where=["training.epochs=4.0"])) == ["bad"]
+
+
+def test_where_that_matches_nothing_says_so(three_runs):
+    with pytest.raises(RunError, match="3 runs found, none match --where dataset=imdb"):
+        report.compare([three_runs], where=["dataset=imdb"])
+
+
+@pytest.mark.parametrize("item, message", [("training.batch_size", "expected KEY=VALUE"),
+                                           ("trainig.epochs=3", r"did you mean training\.epochs")])
+def test_malformed_or_unknown_where_is_a_usage_error(three_runs, item, message):
+    with pytest.raises(report.UsageError, match=message):
+        report.compare([three_runs], where=[item])
+
+
+def test_last_keeps_the_most_recent_runs(tmp_path):
+    make_run(tmp_path, "new", started="2026-03-01T00:00:00Z")
+    make_run(tmp_path, "old", started="2026-01-01T00:00:00Z")
+    make_run(tmp_path, "mid", started="2026-02-01T00:00:00Z")
+    assert names(report.compare([tmp_path], last=2)) == ["mid", "new"]
+    assert names(report.compare([tmp_path], last=2, where=["name=old"])) == ["old"]
+
+
+def test_columns_choose_and_order(three_runs):
+    comparison = report.compare([three_runs], columns="val_loss,run,training.epochs,test_accuracy")
+    assert comparison.columns == ["val_loss", "run", "training.epochs", "test_accuracy"]
+    assert comparison.values()[2] == {"val_loss": 1.5, "run": comparison.records[2].name,
+                                      "training.epochs": 4, "test_accuracy": 0.78}
+
+
+# --------------------------------------------------------------------------- output formats
+def test_csv_and_json_parse_back_to_the_same_values(three_runs, tmp_path):
+    make_run(tmp_path, "boston", config=BOSTON)
+    comparison = report.compare([tmp_path])
+    from_json = json.loads(report.to_json(comparison))
+    assert from_json == comparison.values()
+    assert parse_csv(report.to_csv(comparison)) == from_json
+    boston = from_json[-1]
+    assert boston["val_best"] == 2.4 and boston["val_best_std"] == 0.0816  # K-fold mean and std
+    assert isinstance(from_json[0]["epochs"], int) and isinstance(from_json[0]["val_best"], float)
+    assert from_json[0]["val_best_std"] is None
+
+
+def test_markdown_is_a_pipe_table_with_one_line_per_run(three_runs):
+    text = report.markdown(report.compare([three_runs]))
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3
+    assert all(line.startswith("| ") and line.endswith(" |") for line in lines[:1] + lines[2:])
+    assert set(lines[1]) <= set("|-:")
+    assert lines[0].count("|") == lines[3].count("|")
+
+
+def test_kfold_metrics_show_mean_and_std(tmp_path):
+    make_run(tmp_path, "boston", config=BOSTON)
+    text = render(report.table(report.compare([tmp_path])))
+    assert "2.4±0.082" in text
+    assert "kfold" in text
+
+
+# --------------------------------------------------------------------------- partial and corrupt folders
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture
+def messy(tmp_path: Path) -> Path:
+    make_run(tmp_path, "done")
+    truncated = make_run(tmp_path, "truncated")
+    text = (truncated / "metrics.json").read_text()
+    (truncated / "metrics.json").write_text(text[: len(text) // 2])
+    no_status = make_run(tmp_path, "nostatus")
+    (no_status / "status.json").unlink()
+    make_run(tmp_path, "killed", status="running", pid=dead_pid(), metrics=None)
+    make_run(tmp_path, "live", status="running", pid=os.getpid(), metrics={"command": "train"})
+    make_run(tmp_path, "failed", status="failed", metrics=None)
+    make_run(tmp_path, "stopped", status="interrupted", history=False)
+    garbage = tmp_path / "20260101T000000Z-garbage-ffffff"
+    garbage.mkdir()
+    (garbage / "status.json").write_text('{"status": "compl')
+    return tmp_path
+
+
+def test_partial_and_corrupt_folders_are_listed_with_their_status(messy):
+    comparison = report.compare([messy])
+    status = {report.run_label(r.record.name).rsplit("-", 1)[0]: r.fields["status"] for r in comparison.rows}
+    assert status == {"done": "completed", "truncated": "completed", "nostatus": "unknown",
+                      "killed": "incomplete", "live": "running", "failed": "failed", "stopped": "interrupted"}
+    joined = "\n".join(comparison.warnings)
+    assert "metrics.json: unreadable" in joined and "status.json: missing" in joined
+    assert "garbage-ffffff: skipped, nothing readable (status.json: unreadable" in joined
+    for fmt in report.FORMATS:
+        report.render(comparison, fmt)
+
+
+def test_compare_command_survives_messy_folders(messy):
+    result = invoke("compare", messy)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "incomplete" in result.stdout and "interrupted" in result.stdout
+    assert "warning:" in result.stderr and "metrics.json: unreadable" in result.stderr
+    assert all(line.startswith("warning: ") for line in result.stderr.splitlines())
+
+
+def test_a_folder_with_nothing_readable_is_skipped_with_a_warning(tmp_path):
+    make_run(tmp_path, "good")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "status.json").write_text("{")
+    (broken / "config.yaml").write_text("a: [")
+    comparison = report.compare([tmp_path])
+    assert [r.name for r in comparison.records] == [next(tmp_path.glob("*-good-*")).name]
+    assert any("broken: skipped" in w for w in comparison.warnings)
+
+
+def test_no_runs_is_an_error_with_exit_code_1(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="no kexp run folders found"):
+        report.compare([tmp_path / "empty"])
+    result = invoke("compare", tmp_path / "empty")
+    assert result.exit_code == 1, result.output
+    assert "no kexp run folders found" in result.stderr
+
+
+def test_a_missing_path_is_refused_by_the_command(tmp_path):
+    result = invoke("compare", tmp_path / "nope")
+    assert result.exit_code == 2, result.output
+
+
+# --------------------------------------------------------------------------- the commands
+def test_compare_command_prints_one_table(reuters_pair):
+    result = invoke("compare", reuters_pair)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("reuters_bottleneck") == 1
+    assert "status" in result.stdout and result.stderr == ""
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_compare_command_machine_formats_parse(reuters_pair, fmt):
+    result = invoke("compare", reuters_pair, "--format", fmt, "--sort", "val_best", "--where", "dataset=reuters")
+    assert result.exit_code == 0, result.output
+    rows = parse_csv(result.stdout) if fmt == "csv" else json.loads(result.stdout)
+    assert [r["model.layers.1.units"] for r in rows] == [64, 4]
+    assert rows[0]["val_best"] == 0.8 and math.isclose(rows[0]["margin"], 0.8 - 0.36)
+
+
+def test_compare_command_reports_usage_errors_without_traceback(reuters_pair):
+    result = invoke("compare", reuters_pair, "--where", "nope=1")
+    assert result.exit_code == 2, result.output
+    assert "--where: nope" in result.stderr and "Traceback" not in result.output
+
+
+def test_compare_command_writes_a_plot(reuters_pair, tmp_path):
+    target = tmp_path / "out" / "acc.png"
+    result = invoke("compare", reuters_pair, "--plot", "accuracy", "--output", target, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    json.loads(result.stdout)  # the "wrote" line goes to stderr
+    assert "wrote" in result.stderr
+
+
+def test_compare_imports_no_tensorflow(reuters_pair):
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from kexp.cli import app\n"
+        f"result = CliRunner().invoke(app, ['compare', {str(reuters_pair)!r}, '--format', 'json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"result = CliRunner().invoke(app, ['show', {str(next(reuters_pair.iterdir()))!r}])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'numpy') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_show_holdout_run_in_full(reuters_pair):
+    path = next(reuters_pair.glob("*-reuters-*"))
+    text = render(report.show(path))
+    for part in ("completed", "val@best", "accuracy", "majority_accuracy 0.36", "beats the baseline",
+                 "lowest at epoch 9", "config (resolved)", "units: 64", "metrics.json", "plots" if
+                 (path / "plots").exists() else "history.csv"):
+        assert part in text, part
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_show_kfold_run_has_the_fold_table(tmp_path):
+    path = make_run(tmp_path, "boston", config=BOSTON)
+    result = invoke("show", path)
+    assert result.exit_code == 0, result.output
+    assert "folds (3)" in result.stdout and "r0-f2" in result.stdout and "2.4±0.082" in result.stdout
+    assert "folds/" in result.stdout
+
+
+def test_show_partial_run(tmp_path):
+    path = make_run(tmp_path, "killed", status="running", pid=dead_pid(), metrics=None)
+    result = invoke("show", path)
+    assert result.exit_code == 0, result.output
+    assert "incomplete" in result.stdout and "history.csv" in result.stdout
+
+
+def test_show_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = invoke("show", tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "not a kexp run folder" in result.stderr
+
+
+def test_cells_wider_than_their_column_fold_onto_more_lines(tmp_path):
+    make_run(tmp_path, "a_rather_long_experiment_name_that_will_not_fit")
+    make_run(tmp_path, "b", training__batch_size=8)
+    text = render(report.table(report.compare([tmp_path])), width=60)
+    assert all(len(line) <= 60 for line in text.splitlines()), text
+    assert "a_rather_long_experiment_name_that_will_not_fit" in "".join(
+        line.split(" ")[0] for line in text.splitlines())
+
+
+def test_table_of_500_runs_renders_in_well_under_a_second(tmp_path):
+    import time
+
+    make_run(tmp_path, "a")
+    make_run(tmp_path, "b", training__batch_size=8)
+    comparison = report.compare([tmp_path])
+    comparison.rows = comparison.rows * 250
+    started = time.perf_counter()
+    text = render(report.table(comparison))
+    assert time.perf_counter() - started < 2.0  # ~0.06 s on a 2-core VM; a regression shows as seconds
+    assert len(text.splitlines()) == 500 + 4  # title, two header lines, rule
+
+
+def test_last_reads_only_the_newest_folders(tmp_path, monkeypatch):
+    for month in range(1, 31):
+        make_run(tmp_path, f"m{month:02d}", started=f"2026-01-{month:02d}T00:00:00Z")
+    read = []
+    original = runs.read_run
+    monkeypatch.setattr(runs, "read_run", lambda path: read.append(path) or original(path))
+    assert names(report.compare([tmp_path], last=3)) == ["m28", "m29", "m30"]
+    assert len(read) == 3 + report._SLACK
+
+
+def test_text_that_looks_like_rich_markup_is_shown_as_is(tmp_path):
+    path = make_run(tmp_path, "a", status="failed", training__callbacks=[{"name": "[/oops]"}])
+    status = json.loads((path / "status.json").read_text())
+    runs.write_json(path / "status.json", dict(status, error="ValueError: shape [bold](None, 3)[/]"))
+    make_run(tmp_path, "b")
+    result = invoke("compare", tmp_path, "--columns", "run,training.callbacks.0.name")
+    assert result.exit_code == 0, result.output
+    assert "[/oops]" in result.stdout
+    result = invoke("show", path)
+    assert result.exit_code == 0, result.output
+    assert "shape [bold](None, 3)[/]" in result.stdout
