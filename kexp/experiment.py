@@ -23,11 +23,19 @@ from typing import Any
 import numpy as np
 
 from kexp import diagnostics, runs
-from kexp.config import Config, KFold, validate_config
-from kexp.datasets import Data, load_dataset
+from kexp.config import Config, KFold, close_matches, validate_config
+from kexp.datasets import Data, Ragged, load_dataset
 from kexp.errors import ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed
 from kexp.models import Problems, build_model, compile_model, make_callbacks
-from kexp.preprocessing import Preprocessor, feature_shape, n_rows, take, to_tf_dataset
+from kexp.preprocessing import (
+    MultiHot,
+    Preprocessor,
+    feature_shape,
+    loss_encoding,
+    n_rows,
+    take,
+    to_tf_dataset,
+)
 from kexp.validation import Split, make_splits, mean_curve
 
 EVAL_BATCH = 1024
@@ -115,8 +123,6 @@ def check(config: Config, data: Data, source: str) -> None:
     task = _first_task(data)
     spec = config.preprocessing
     x_first = next(iter(data.x_train.values())) if isinstance(data.x_train, dict) else data.x_train
-    from kexp.datasets import Ragged
-
     if isinstance(x_first, Ragged) and spec.multi_hot is None and spec.pad_sequences is None:
         problems.add("preprocessing", f"{config.dataset.name} holds integer sequences; set "
                      "preprocessing.multi_hot: N (Dense models) or preprocessing.pad_sequences: {maxlen: N} "
@@ -156,11 +162,10 @@ def check(config: Config, data: Data, source: str) -> None:
 
 
 def _shape_source(x):
-    from kexp.preprocessing import MultiHot
-
+    """Prepared features, with lazy multi-hot inputs replaced by one dense row (for shapes)."""
     if isinstance(x, dict):
         return {k: _shape_source(v) for k, v in x.items()}
-    return np.zeros(x.shape, dtype="float32")[:1] if isinstance(x, MultiHot) else x
+    return np.zeros((1, *x.shape[1:]), dtype="float32") if isinstance(x, MultiHot) else x
 
 
 def _check_labels(config: Config, data: Data, model, pre: Preprocessor, problems: Problems) -> None:
@@ -180,8 +185,6 @@ def _check_labels(config: Config, data: Data, model, pre: Preprocessor, problems
         where = f" (output {out})" if len(outputs) > 1 else ""
         loss_spec = config.compile.loss.get(out, {}) if config.compile.per_output_loss else config.compile.loss
         loss_name = (loss_spec or {}).get("name", "")
-        from kexp.preprocessing import loss_encoding
-
         wanted = loss_encoding(loss_name)
         if wanted and wanted != encoding:
             fix = {"categorical": "categorical_crossentropy", "sparse": "sparse_categorical_crossentropy",
@@ -209,8 +212,6 @@ def _check_monitor(config: Config, model, problems: Problems) -> None:
     names = ["loss"] + [getattr(m, "name", m) for m in _flat_metrics(model)]
     allowed = [f"val_{n}" for n in names] + names
     if monitor not in allowed:
-        from kexp.config import close_matches
-
         problems.add("validation.monitor", f"not a logged metric{close_matches(monitor, allowed)}; "
                      f"got {monitor!r}; allowed: {', '.join(allowed)}")
 
