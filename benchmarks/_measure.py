@@ -19,7 +19,7 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
         "wall = time.perf_counter() - t\n"
         "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
         "print(json.dumps({'rc': done.returncode, 'wall_s': wall, 'peak_mib': peak,"
-        " 'stdout': done.stdout[-4000:], 'stderr': done.stderr[-4000:]}))\n"
+        " 'stdout': done.stdout, 'stderr': done.stderr[-4000:]}))\n"
     )
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
                          env={**os.environ, **(env or {})})
