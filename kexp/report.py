@@ -60,15 +60,17 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
     Column("val_best", "val\nbest", "validation main metric at the best epoch (K-fold: mean ± std)"),
     Column("val_final", "val\nend", "validation main metric at the last epoch (K-fold: mean ± std)"),
     Column("test", "test", "test main metric"),
-    Column("baseline", "base\nline", "the common-sense baseline on validation"),
+    Column("chance", "chan\nce", "classification: expected accuracy of guessing with the class frequencies"),
+    Column("baseline", "base\nline", "the strongest common-sense baseline on validation (majority class, "
+                                     "chance, or predicting the training mean)"),
     Column("margin", "margin", "model - baseline, positive when the model is better"),
     Column("duration", "time", "total run time"),
     Column("started", "started", "start time (UTC)"),
     Column("path", "path", "the run folder"),
 )}
 DEFAULT_COLUMNS = ("run", "command", "dataset", "scheme", "status", "epochs", "best_epoch", "metric",
-                   "val_best", "val_final", "test", "baseline", "margin", "duration")
-_MAIN_METRIC_COLUMNS = ("val_best", "val_final", "test", "baseline")
+                   "val_best", "val_final", "test", "chance", "baseline", "margin", "duration")
+_MAIN_METRIC_COLUMNS = ("val_best", "val_final", "test", "chance", "baseline")
 _METRIC_KEY = re.compile(r"^(?:(?P<part>val|test|train)_)?(?P<name>[A-Za-z0-9_]+?)(?:@(?P<at>best|final))?$")
 
 
@@ -201,6 +203,7 @@ def make_row(record: runs.RunRecord) -> RunRow:
         if std is not None:
             row.std[column] = std
     f["test"] = _number(_get(metrics, "test", main))
+    f["chance"] = _number(_get(metrics, "baseline", "validation", "random_accuracy"))
     f["baseline"] = _number(_get(metrics, "baseline", "value"))
     f["margin"] = _number(_get(metrics, "baseline", "margin"))
     duration = _number(_get(metrics, "durations", "total_s"))
@@ -287,7 +290,7 @@ def matches(actual: Any, text: str) -> bool:
     (20 == 20.0, true, null), or as a string."""
     try:
         parsed = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
+    except Exception:  # not YAML, or a value PyYAML cannot construct (2001-13-45, !!int x): compare as text
         parsed = text
     if actual is None or actual is _MISSING:
         return parsed is None
@@ -319,7 +322,7 @@ def select(rows: Sequence[RunRow], where: Iterable[str] = (), last: int | None =
 def differing_keys(rows: Sequence[RunRow], exclude: Iterable[str] = ("name", "dataset.name", "validation.scheme")
                    ) -> list[str]:
     """The config dotted keys whose values are not the same in every run (a missing key counts as
-    null), in config order. Runs whose config could not be read are left out of the comparison.
+    null): first those that differ between runs of the same dataset, then in config order. Runs whose config could not be read are left out of the comparison.
     Excluded by default: the keys that the run, dataset and scheme columns already show."""
     configs = [row.config for row in rows if row.config is not None]
     if len(configs) < 2:
@@ -331,7 +334,16 @@ def differing_keys(rows: Sequence[RunRow], exclude: Iterable[str] = ("name", "da
         first = _canonical(configs[0].get(key))
         if any(_canonical(config.get(key)) != first for config in configs[1:]):
             differing.append(key)
-    return differing
+    # Keys that differ between runs of the same dataset say most (the Reuters pair's bottleneck
+    # width), so they come first; keys that only follow from a different dataset come last.
+    groups: dict[Any, list[dict]] = {}
+    for config in configs:
+        groups.setdefault(_canonical(config.get("dataset.name")), []).append(config)
+
+    def within(key: str) -> int:
+        return sum(len({_canonical(c.get(key)) for c in group}) > 1 for group in groups.values())
+
+    return sorted(differing, key=lambda key: -within(key))
 
 
 def _canonical(value: Any) -> Any:
@@ -648,8 +660,9 @@ class CompareTable:
             """The config columns that do not fit when columns are `gap` apart."""
             used = sum(natural(c) + gap for c in columns if c not in config_columns)
             hidden: list[str] = []
-            for column in (c for c in columns if c in config_columns):
-                if hidden or used + natural(column) > width:
+            for index, column in enumerate(c for c in columns if c in config_columns):
+                # the first differing key is always shown (the others fold to make room)
+                if hidden or (index and used + natural(column) > width):
                     hidden.append(column)
                 else:
                     used += natural(column) + gap

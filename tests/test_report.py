@@ -578,3 +578,21 @@ def test_text_that_looks_like_rich_markup_is_shown_as_is(tmp_path):
     result = invoke("show", path)
     assert result.exit_code == 0, result.output
     assert "shape [bold](None, 3)[/]" in result.stdout
+
+
+def test_keys_that_differ_within_a_dataset_come_first_and_always_show(reuters_pair):
+    make_run(reuters_pair, "boston", config=BOSTON, metrics=kfold_metrics())
+    comparison = report.compare([reuters_pair])
+    assert comparison.config_columns[0] == "model.layers.1.units"
+    assert comparison.config_columns.index("training.batch_size") < comparison.config_columns.index(
+        "preprocessing.standardize")
+    text = render(report.table(comparison), width=100)
+    assert "units" in text and "too wide to show" in text
+
+
+def test_chance_column_is_random_guessing_accuracy(tmp_path):
+    metrics = holdout_metrics()
+    metrics["baseline"]["validation"] = {"majority_accuracy": 0.36, "random_accuracy": 0.19}
+    make_run(tmp_path, "reuters", metrics=metrics)
+    (row,) = report.compare([tmp_path]).values()
+    assert row["chance"] == 0.19 and row["baseline"] == metrics["baseline"]["value"]
