@@ -102,14 +102,18 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mappings and lists as dotted keys: {"model": {"layers": [{"units": 64}]}} ->
     {"model.layers.0.units": 64}. Empty containers are kept as "[]" / "{}"."""
     flat: dict[str, Any] = {}
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            flat.update(flatten(item, f"{prefix}{key}."))
-    elif isinstance(value, list) and value:
-        for index, item in enumerate(value):
-            flat.update(flatten(item, f"{prefix}{index}."))
-    elif prefix:
-        flat[prefix[:-1]] = ("[]" if isinstance(value, list) else "{}") if isinstance(value, (list, dict)) else value
+
+    def walk(item: Any, at: str) -> None:
+        if isinstance(item, dict) and item:
+            for key, child in item.items():
+                walk(child, f"{at}{key}.")
+        elif isinstance(item, list) and item:
+            for index, child in enumerate(item):
+                walk(child, f"{at}{index}.")
+        elif at:
+            flat[at[:-1]] = ("[]" if isinstance(item, list) else "{}") if isinstance(item, (list, dict)) else item
+
+    walk(value, prefix)
     return flat
 
 
