@@ -58,13 +58,23 @@ def _load(config: Path, overrides: list[str] | None, name: str | None):
     from kexp.config import load_config
 
     overrides = list(overrides or [])
-    if name is not None:
-        overrides.append(f"name={name}")
+    if name is not None:  # taken literally: `--name 007` is the text 007, not YAML's number 7
+        import json
+
+        overrides.append(f"name={json.dumps(name)}")
     return load_config(config, overrides)
 
 
 def _on_sigterm(signum, frame):
+    """SIGINT/SIGTERM stop training cleanly: a KeyboardInterrupt, after which the run folder is marked
+    interrupted (raised again on the next signal, should Keras or TensorFlow swallow one)."""
+    _on_sigterm.received = True
     raise KeyboardInterrupt
+
+
+def _exit_now(signum, frame):
+    """A signal once an interrupted run is written up: the interpreter is shutting down; leave quietly."""
+    os._exit(130)
 
 
 def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet: bool, workers: int = 1,
@@ -75,6 +85,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet:
     from kexp.config import KFold
     from kexp.runs import read_run
 
+    saved: dict = {}
     try:
         if resume is not None:
             from kexp.config import validate_config
@@ -84,7 +95,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet:
                 raise_run_error(f"{resume}: not a resumable kexp run folder (config.yaml or environment.json missing)")
             cfg = validate_config(record.config, source=str(resume / "config.yaml"))
             config_file = record.environment.get("config_file")
-            config = Path(config_file) if config_file else resume / "config.yaml"
+            config = Path(config_file) if isinstance(config_file, str) and config_file else resume / "config.yaml"
         else:
             cfg = _load(config, overrides, name)
         is_kfold = isinstance(cfg.validation, KFold)
@@ -96,7 +107,10 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet:
         from kexp.experiment import execute
         from kexp.progress import Display
 
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        _on_sigterm.received = False
+        saved = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+            saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigterm)
         display = Display(out, quiet=quiet)
         with display:
             result = execute(cfg, command=command, runs_dir=runs_dir, config_path=config, argv=sys.argv,
@@ -107,6 +121,9 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130)
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, _exit_now if _on_sigterm.received else previous)
 
 
 def raise_config_error(message: str):

@@ -289,6 +289,11 @@ def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+# YAML 1.2 floats that YAML 1.1 reads as text: 1e-3, 1e30, 1.0e30 (1.1 wants a dot and a signed exponent)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _count_nodes(value: Any, budget: int = MAX_NODES) -> int:
@@ -486,8 +491,10 @@ def _section_at(loc: tuple, data: Any) -> tuple[type[BaseModel] | None, tuple, A
     items = list(loc)
     while items:
         part = items.pop(0)
-        if isinstance(node, dict) and part not in node and isinstance(part, str):
-            continue  # a discriminated union's tag, not a key of the file
+        is_key = (isinstance(node, dict) and part in node) or (
+            isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields)
+        if isinstance(part, str) and not is_key:
+            continue  # a union's tag (a discriminator value, or a member type like constrained-int)
         path.append(part)
         node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         model = _field_model(model, part, node)
@@ -587,5 +594,17 @@ def format_errors(exc: ValidationError, data: dict, source: str) -> list[str]:
         else:
             message = error["msg"][0].lower() + error["msg"][1:]
             lines.append(f"{source}: {where}: {message}; got {show(value)}")
-    # a union reports one error per member it tried; keep each line once
-    return list(dict.fromkeys(lines))
+    # a union reports one error per member it tried: one line per key, the members' complaints joined
+    merged: dict[str, list[str]] = {}
+    for line in dict.fromkeys(lines):
+        where, _, message = line[len(source) + 2:].partition(": ")
+        merged.setdefault(where, []).append(message)
+    out = []
+    for where, messages in merged.items():
+        tails = {m.partition("; got ")[2] for m in messages}
+        if len(messages) > 1 and len(tails) == 1 and "" not in tails:
+            message = " or ".join(m.partition("; got ")[0] for m in messages) + f"; got {tails.pop()}"
+        else:
+            message = "; or ".join(messages)
+        out.append(f"{source}: {where}: {message}")
+    return out

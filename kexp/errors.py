@@ -13,8 +13,15 @@ class ConfigError(KexpError):
     exit_code = 2
 
     def __init__(self, problems):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        problems = [problems] if isinstance(problems, str) else list(problems)
+        self.problems = [one_line(str(problem)) for problem in problems]
         super().__init__("\n".join(self.problems))
+
+
+def one_line(text: str) -> str:
+    """A problem as one printable line: newlines, control characters and undecodable bytes (lone
+    surrogates) from a hostile config or `--set` are escaped, as repr() shows them."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class DataError(ConfigError):

@@ -266,8 +266,12 @@ class _EpochLog:
                     if better:
                         self.best = value
                         tmp = best_path.with_name(f".{best_path.stem}.tmp.keras")
-                        self.model.save(tmp)
-                        os.replace(tmp, best_path)
+                        try:
+                            self.model.save(tmp)
+                            os.replace(tmp, best_path)
+                        except BaseException:  # Ctrl-C or a full disk mid-save: keep the last good copy only
+                            tmp.unlink(missing_ok=True)
+                            raise
 
         return EpochLog()
 
@@ -382,9 +386,44 @@ def _git_state() -> dict | None:
 def start_run(config: Config, *, command: str, runs_dir: Path, argv: list[str],
               config_path: Path | None) -> runs.Run:
     run = runs.create_run(runs_dir, config.name, command)
-    run.write_config(config.to_dict())
-    run.write_json("environment.json", environment(config, argv, config_path))
+    try:
+        run.write_config(config.to_dict())
+        run.write_json("environment.json", environment(config, argv, config_path))
+    except OSError as exc:  # e.g. the disk filled up right after the folder was made
+        _final_status(run, "failed", error=f"cannot write the run folder: {exc.strerror or exc}")
+        raise RunError(f"{run.path}: cannot write the run folder: {exc.strerror or exc}") from None
     return run
+
+
+def _recorded_splits(run: runs.Run, n: int) -> list[Split]:
+    """The folds a K-fold run folder recorded, checked first: folds.json is a file anyone can edit, and
+    a fold's id becomes a folder name (`../..` would write outside the run folder)."""
+    where = run.path / "folds.json"
+    try:
+        splits = [Split.from_dict(d) for d in runs.read_json(where)["splits"]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        raise RunError(f"{where}: cannot read the folds ({type(exc).__name__}: {exc}); this run folder "
+                       "cannot be resumed") from None
+    for split in splits:
+        if not isinstance(split.id, str) or not split.id[:1].isalnum() or not split.id.replace("-", "").replace(
+                "_", "").replace(".", "").isalnum():
+            raise RunError(f"{where}: fold id {split.id!r} is not a plain name; this run folder cannot be resumed")
+        for index in (split.train_idx, split.val_idx):
+            if index.ndim != 1 or (index.size and not 0 <= index.min() <= index.max() < n):
+                raise RunError(f"{where}: fold {split.id} has sample indices outside 0..{n - 1}: it was "
+                               "written for other data; this run folder cannot be resumed")
+    if not splits:
+        raise RunError(f"{where}: records no folds; this run folder cannot be resumed")
+    return splits
+
+
+def _final_status(run: runs.Run, status: str, **extra) -> None:
+    """Best effort: when not even status.json can be written (a full disk), the error that got us
+    here is still the one reported, and the folder reads back as incomplete."""
+    try:
+        run.set_status(status, **extra)
+    except OSError:
+        pass
 
 
 def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path | None = None,
@@ -401,7 +440,7 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
     splits = _splits(config, data, n_rows(data.x_train))
     if resume is not None:
         run = runs.open_run(resume)
-        splits = [Split.from_dict(d) for d in runs.read_json(run.path / "folds.json")["splits"]]
+        splits = _recorded_splits(run, n_rows(data.x_train))
         run.status.pop("ended", None)
         run.status.pop("error", None)
         run.set_status("running", pid=os.getpid(), resumed=runs.utc_now())
@@ -422,15 +461,15 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
         run.set_status("completed")
         return Result(run.path, metrics, "completed")
     except KeyboardInterrupt:
-        run.set_status("interrupted", error="interrupted (SIGINT/SIGTERM)")
+        _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
         raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
     except TrainingFailed:
         raise
     except KexpError as exc:
-        run.set_status("failed", error=str(exc))
+        _final_status(run, "failed", error=str(exc))
         raise
     except Exception as exc:
-        run.set_status("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        _final_status(run, "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         raise RunError(f"training failed: {type(exc).__name__}: {exc}; see {run.path}/status.json") from exc
 
 

@@ -138,6 +138,9 @@ def build_model(config: Config, input_shape: Any, problems: Problems, name: str 
         key = f"model.layers.{i}"
         layer = make_layer(layer_spec, key, problems)
         node_name = layer_spec.get("name") or f"layer_{i}"
+        if not isinstance(node_name, str):
+            problems.add(f"{key}.name", f"must be text naming the layer; got {show(node_name)}")
+            return None
         if node_name in nodes:
             problems.add(f"{key}.name", f"{show(node_name)} is used twice; layer names must be unique")
             return None

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from kexp.errors import RunError
+from kexp.errors import KexpError, RunError
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader: same data, 7x faster
 STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
@@ -268,7 +268,7 @@ def _read_json(path: Path, problems: list[str]) -> Any:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         problems.append(f"{path.name}: unreadable ({type(exc).__name__})")
         return None
 
@@ -303,9 +303,11 @@ def read_run(path: str | Path) -> RunRecord:
         record.problems.append(f"{STATUS_FILE}: missing")
     config = _read_json(path / "config.json", record.problems)
     if config is None and (path / "config.yaml").exists():  # a folder without its JSON copy
+        from kexp.config import parse_yaml  # not libyaml: a deeply nested file crashes it (segfault)
+
         try:
-            config = yaml.load((path / "config.yaml").read_text(encoding="utf-8"), Loader=_SafeLoader)
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            config = parse_yaml((path / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
+        except (OSError, KexpError, UnicodeDecodeError):
             record.problems.append("config.yaml: unreadable")
     record.config = config if isinstance(config, dict) else None
     metrics = _read_json(path / "metrics.json", record.problems)
