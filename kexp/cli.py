@@ -69,6 +69,9 @@ def _on_sigterm(signum, frame):
     """SIGINT/SIGTERM stop training cleanly: a KeyboardInterrupt, after which the run folder is marked
     interrupted (raised again on the next signal, should Keras or TensorFlow swallow one)."""
     _on_sigterm.received = True
+    experiment = sys.modules.get("kexp.experiment")
+    if experiment is not None:
+        experiment.STOP.set()
     raise KeyboardInterrupt
 
 

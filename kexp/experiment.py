@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from kexp.preprocessing import (
 from kexp.validation import Split, make_splits, mean_curve
 
 EVAL_BATCH = 1024
+# Set by the CLI's SIGINT/SIGTERM handler besides raising KeyboardInterrupt: should a library swallow
+# that exception (it can land inside h5py while best.keras is saved), the next epoch end raises it again.
+STOP = threading.Event()
 
 
 class Observer:
@@ -256,6 +260,8 @@ class _EpochLog:
                 self.logs: list[dict] = []
 
             def on_epoch_end(self, epoch, logs=None):
+                if STOP.is_set():
+                    raise KeyboardInterrupt
                 logs = {k: float(v) for k, v in (logs or {}).items()}
                 self.logs.append(logs)
                 history.append(epoch + 1, logs)
@@ -566,7 +572,10 @@ def _aggregate(config: Config, results: list[dict], mode: str) -> dict:
     for r in sorted(results, key=lambda r: (r["repeat"], r["fold"])):
         folds.append({k: r[k] for k in ("id", "repeat", "fold", "n_train", "n_val", "seed", "epochs_run",
                                         "best_epoch", "validation", "train", "duration_s") if k in r})
-    out: dict[str, Any] = {"folds": folds}
+    out: dict[str, Any] = {
+        "folds": folds,
+        "preprocessing": "fitted on each fold's training part only: folds/<id>/preprocessing.json",
+    }
     validation = {}
     for which in ("final", "best"):
         mean, std = diagnostics.aggregate([f["validation"][which] for f in folds])
