@@ -22,8 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import yaml
-
 from kexp import runs
 from kexp.diagnostics import metric_mode
 from kexp.errors import KexpError, RunError
@@ -292,6 +290,8 @@ def parse_where(items: Iterable[str]) -> list[tuple[str, str]]:
 def matches(actual: Any, text: str) -> bool:
     """Whether a run's value equals a --where value: compared as the YAML scalar the text parses to
     (20 == 20.0, true, null), or as a string."""
+    import yaml
+
     try:
         parsed = yaml.safe_load(text) if text else None
     except Exception:  # not YAML, or a value PyYAML cannot construct (2001-13-45, !!int x): compare as text
@@ -823,6 +823,8 @@ def show(path: str | Path):
     if isinstance(diagnostics, dict) and diagnostics.get("sentence"):
         parts += [Rule("diagnostics", align="left"), Text(str(diagnostics["sentence"]))]
     if record.config is not None:
+        import yaml
+
         text = yaml.safe_dump(record.config, sort_keys=False, allow_unicode=True).rstrip()
         parts += [Rule("config (resolved)", align="left"), Text(text)]
     parts += [Rule(Text(f"files in {record.path}"), align="left"), Text(files_text(record.path))]

@@ -36,11 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kexp.errors import KexpError, RunError
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader: same data, 7x faster
 STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
 STATUS_FILE = "status.json"
 
@@ -95,6 +92,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_yaml(path: Path, obj: Any) -> None:
+    import yaml  # only writers need it: `compare` reads config.json
+
     atomic_write(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
