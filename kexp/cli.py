@@ -107,10 +107,11 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet:
                                "scheme: kfold; use `kexp train` for hold-out, or set validation.scheme: kfold")
         if command == "train" and is_kfold:
             raise_config_error(f"{config}: validation.scheme: is kfold; run it with `kexp kfold {config}`")
-        from kexp.experiment import execute
+        from kexp.experiment import STOP, execute
         from kexp.progress import Display
 
         _on_sigterm.received = False
+        STOP.clear()  # an interrupt of an earlier command in this process is over
         saved = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
             saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigterm)

@@ -194,6 +194,16 @@ def test_sigkill_at_a_random_moment_leaves_a_folder_compare_and_show_read_as_inc
     assert "incomplete" in page.stdout
 
 
+def test_an_earlier_interrupt_in_the_same_process_does_not_stop_the_next_run(
+        tiny_config, tmp_path, keep_signal_handlers):
+    import kexp.experiment
+
+    kexp.experiment.STOP.set()  # what an interrupted command leaves behind in a long-lived process
+    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert read_run(only_run(tmp_path / "runs")).status == "completed"
+
+
 # --------------------------------------------------------------------------- numerical failure
 def test_a_nan_loss_stops_the_run_marks_it_failed_and_keeps_the_metrics(tiny_config, tmp_path, kexp):
     runs_dir = tmp_path / "runs"

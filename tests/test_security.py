@@ -36,8 +36,9 @@ settings.register_profile("kexp-ci", max_examples=150, deadline=None,
 settings.register_profile("kexp-thorough", max_examples=20_000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PROFILE = settings.get_profile(os.environ.get("KEXP_HYPOTHESIS_PROFILE", "kexp-ci"))
-# the CLI tests run TensorFlow-free commands in-process; a fifth of the examples is plenty
-CLI_PROFILE = settings(PROFILE, max_examples=max(20, PROFILE.max_examples // 5))
+# the CLI-level tests run whole commands in-process: a fifth of the examples (or KEXP_HYPOTHESIS_CLI_EXAMPLES)
+CLI_PROFILE = settings(PROFILE, max_examples=int(os.environ.get("KEXP_HYPOTHESIS_CLI_EXAMPLES",
+                                                                max(20, PROFILE.max_examples // 5))))
 
 BASE = {
     "name": "tiny",
