@@ -101,17 +101,23 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     {"model.layers.0.units": 64}. Empty containers are kept as "[]" / "{}"."""
     flat: dict[str, Any] = {}
 
-    def walk(item: Any, at: str) -> None:
-        if isinstance(item, dict) and item:
-            for key, child in item.items():
-                walk(child, f"{at}{key}.")
-        elif isinstance(item, list) and item:
-            for index, child in enumerate(item):
-                walk(child, f"{at}{index}.")
-        elif at:
-            flat[at[:-1]] = ("[]" if isinstance(item, list) else "{}") if isinstance(item, (list, dict)) else item
+    def walk(items: Iterable[tuple[Any, Any]], at: str) -> None:
+        for key, child in items:
+            if isinstance(child, dict) and child:
+                walk(child.items(), f"{at}{key}.")
+            elif isinstance(child, list) and child:
+                walk(enumerate(child), f"{at}{key}.")
+            elif isinstance(child, (list, dict)):
+                flat[f"{at}{key}"] = "[]" if isinstance(child, list) else "{}"
+            else:
+                flat[f"{at}{key}"] = child
 
-    walk(value, prefix)
+    if prefix:
+        walk([(prefix[:-1], value)], "")
+    elif isinstance(value, dict):
+        walk(value.items(), "")
+    elif isinstance(value, list):
+        walk(enumerate(value), "")
     return flat
 
 
@@ -209,10 +215,10 @@ def make_row(record: runs.RunRecord) -> RunRow:
     f["baseline"] = _number(_get(metrics, "baseline", "value"))
     f["margin"] = _number(_get(metrics, "baseline", "margin"))
     duration = _number(_get(metrics, "durations", "total_s"))
-    started = _parse_time(status.get("started"))
-    if duration is None and started is not None:
-        ended = _parse_time(status.get("ended")) or _parse_time(status.get("updated"))
-        if ended is not None:
+    if duration is None:  # a partial run: from its status times
+        started, ended = (_parse_time(status.get(k)) for k in ("started", "ended"))
+        ended = ended or _parse_time(status.get("updated"))
+        if started is not None and ended is not None:
             duration = max(0.0, (ended - started).total_seconds())
     f["duration"] = duration
     f["started"] = status.get("started") if isinstance(status.get("started"), str) else None
@@ -331,12 +337,20 @@ def differing_keys(rows: Sequence[RunRow], exclude: Iterable[str] = ("name", "da
     configs = [row.config for row in rows if row.config is not None]
     if len(configs) < 2:
         return []
-    excluded = set(exclude)
-    keys = dict.fromkeys(k for config in configs for k in config if k not in excluded)
+    keys: dict[str, Any] = {}  # every key, in the order first seen
+    for config in configs:
+        keys.update(config)
+    for key in exclude:
+        keys.pop(key, None)
     differing = []
+    rest = configs[1:]
     for key in keys:
-        first = _canonical(configs[0].get(key))
-        if any(_canonical(config.get(key)) != first for config in configs[1:]):
+        first = configs[0].get(key)
+        kind = type(first)
+        if all(type(value) is kind and value == first for value in [config.get(key) for config in rest]):
+            continue  # the same everywhere (the common case, decided without _canonical)
+        first = _canonical(first)
+        if any(_canonical(config.get(key)) != first for config in rest):
             differing.append(key)
     # Keys that differ between runs of the same dataset say most (the Reuters pair's bottleneck
     # width), so they come first; keys that only follow from a different dataset come last.
@@ -593,21 +607,27 @@ class CompareTable:
         self.comparison = comparison
 
     def __rich_console__(self, console, options):
+        from rich.cells import set_cell_size
+        from rich.segment import Segment
         from rich.text import Text
 
-        layout = self.layout(options.max_width)
+        width = options.max_width
+        layout = self.layout(width)
         if layout.title:
             yield Text(layout.title)
-        yield Text("\n".join(self._lines(layout, header=True)), style="bold", no_wrap=True, overflow="crop")
-        yield Text("─" * (sum(layout.widths) + layout.gap * (len(layout.widths) - 1)), no_wrap=True,
-                   overflow="crop")
-        body = Text(no_wrap=True, overflow="crop")
+
+        def lines(texts: list[str], style: str | None):
+            # one Segment per line: a Text per row would cost more than the rest of compare
+            style = console.get_style(style) if style else None
+            for line in texts:
+                fits = len(line) <= width if line.isascii() else False
+                yield Segment(line if fits else set_cell_size(line, width).rstrip(), style)
+                yield Segment.line()
+
+        yield from lines(self._lines(layout, header=True), "bold")
+        yield from lines(["─" * (sum(layout.widths) + layout.gap * (len(layout.widths) - 1))], None)
         for index, style in enumerate(layout.styles):
-            for line in self._lines(layout, row=index):
-                body.append(line + "\n", style=style)
-        body.rstrip()
-        if body:
-            yield body
+            yield from lines(self._lines(layout, row=index), style)
         if layout.note:
             yield Text(layout.note, style="dim")
 
@@ -618,6 +638,9 @@ class CompareTable:
         texts = layout.headers if header else layout.cells[row]
         pieces = []
         for text, width in zip(texts, layout.widths):
+            if len(text) <= width and text.isascii() and "\n" not in text:
+                pieces.append([text])  # the common case: one line that fits
+                continue
             lines = [chunk for line in text.split("\n") for chunk in (chop_cells(line, width) or [""])]
             pieces.append(lines)
         height = max((len(p) for p in pieces), default=1)
@@ -628,7 +651,7 @@ class CompareTable:
                 # headers sit on their last lines, so short headers line up with the columns' values
                 index = n - (height - len(lines)) if header else n
                 text = lines[index] if 0 <= index < len(lines) else ""
-                pad = " " * max(0, width - cell_len(text))
+                pad = " " * (width - (len(text) if text.isascii() else cell_len(text)))
                 cells.append(pad + text if right else text + pad)
             out.append((" " * layout.gap).join(cells).rstrip())
         return out

@@ -23,6 +23,7 @@ Layout (files marked * exist only for some runs):
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -258,22 +259,31 @@ class RunRecord:
     @property
     def environment(self) -> dict | None:
         """environment.json, read on demand (compare never needs it)."""
-        env = _read_json(self.path / "environment.json", [])
+        env = _read_json(str(self.path), "environment.json", [])
         return env if isinstance(env, dict) else None
 
 
-def _read_json(path: Path, problems: list[str]) -> Any:
-    if not path.exists():
-        return None
+def _read_json(folder: str, name: str, problems: list[str]) -> Any:
+    """The value of the JSON file `name` in `folder`; None when it is missing, or unreadable (then a
+    line in `problems`). Plain strings and one open, no stat first: compare reads ~1,500 of these."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-        problems.append(f"{path.name}: unreadable ({type(exc).__name__})")
+        with open(os.path.join(folder, name), "rb") as file:
+            data = file.read()
+        return json.loads(data.decode("utf-8"))
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: invalid JSON or UTF-8
+        problems.append(f"{name}: unreadable ({type(exc).__name__})")
+        return None
+
+
+@functools.cache
+def _hostname() -> str:
+    return socket.gethostname()
 
 
 def _process_alive(status: dict) -> bool:
-    if status.get("host") != socket.gethostname():
+    if status.get("host") != _hostname():
         return True  # cannot tell for another machine; trust the file
     pid = status.get("pid")
     if not isinstance(pid, int) or pid <= 0:
@@ -289,9 +299,10 @@ def _process_alive(status: dict) -> bool:
 
 def read_run(path: str | Path) -> RunRecord:
     """Read a run folder without ever raising on its contents."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     record = RunRecord(path=path)
-    status = _read_json(path / STATUS_FILE, record.problems)
+    folder = str(path)
+    status = _read_json(folder, STATUS_FILE, record.problems)
     if isinstance(status, dict):
         record.status_data = status
         value = status.get("status")
@@ -300,7 +311,7 @@ def read_run(path: str | Path) -> RunRecord:
             record.status = "incomplete"
     elif status is None and not record.problems:
         record.problems.append(f"{STATUS_FILE}: missing")
-    config = _read_json(path / "config.json", record.problems)
+    config = _read_json(folder, "config.json", record.problems)
     if config is None and (path / "config.yaml").exists():  # a folder without its JSON copy
         from kexp.config import parse_yaml  # not libyaml: a deeply nested file crashes it (segfault)
 
@@ -309,7 +320,7 @@ def read_run(path: str | Path) -> RunRecord:
         except (OSError, KexpError, UnicodeDecodeError):
             record.problems.append("config.yaml: unreadable")
     record.config = config if isinstance(config, dict) else None
-    metrics = _read_json(path / "metrics.json", record.problems)
+    metrics = _read_json(folder, "metrics.json", record.problems)
     record.metrics = metrics if isinstance(metrics, dict) else None
     return record
 
