@@ -8,7 +8,6 @@ that need Keras' registries or the data live in `kexp.models` / `kexp.experiment
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -25,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from kexp.errors import ConfigError
+from kexp.errors import ConfigError, close_matches
 
 KERAS_DATASETS = ("boston_housing", "cifar10", "fashion_mnist", "imdb", "mnist", "reuters")
 SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
@@ -476,11 +475,6 @@ def _kind(value: Any) -> str:
 def show(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def close_matches(word: str, choices) -> str:
-    found = difflib.get_close_matches(str(word), list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(found)}?)" if found else ""
 
 
 def _section_at(loc: tuple, data: Any) -> tuple[type[BaseModel] | None, tuple, Any]:

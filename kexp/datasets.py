@@ -47,10 +47,9 @@ from kexp.config import (
     NpzData,
     ReutersData,
     SklearnData,
-    close_matches,
     show,
 )
-from kexp.errors import DataError
+from kexp.errors import DataError, close_matches
 
 DATA_DIR_ENV = "KEXP_DATA_DIR"
 MIRROR_ENV = "KEXP_DATASETS_URL"

@@ -1,5 +1,7 @@
 """kexp's own exceptions. The CLI catches KexpError once and turns it into a message and an exit code."""
 
+import difflib
+
 
 class KexpError(Exception):
     """Base of every error kexp reports to a user (no traceback)."""
@@ -16,6 +18,12 @@ class ConfigError(KexpError):
         problems = [problems] if isinstance(problems, str) else list(problems)
         self.problems = [one_line(str(problem)) for problem in problems]
         super().__init__("\n".join(self.problems))
+
+
+def close_matches(word: str, choices) -> str:
+    """` (did you mean a, b?)` for the choices close to `word`, else empty: the hint in error messages."""
+    found = difflib.get_close_matches(str(word), list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(found)}?)" if found else ""
 
 
 def one_line(text: str) -> str:

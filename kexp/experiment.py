@@ -12,6 +12,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -24,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from kexp import diagnostics, runs
-from kexp.config import Config, KFold, close_matches, validate_config
+from kexp.config import Config, KFold, validate_config
 from kexp.datasets import Data, Ragged, load_dataset
-from kexp.errors import ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed
+from kexp.errors import (ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed,
+                         close_matches)
 from kexp.models import Problems, build_model, compile_model, make_callbacks
 from kexp.preprocessing import (
     MultiHot,
@@ -411,8 +413,7 @@ def _recorded_splits(run: runs.Run, n: int) -> list[Split]:
         raise RunError(f"{where}: cannot read the folds ({type(exc).__name__}: {exc}); this run folder "
                        "cannot be resumed") from None
     for split in splits:
-        if not isinstance(split.id, str) or not split.id[:1].isalnum() or not split.id.replace("-", "").replace(
-                "_", "").replace(".", "").isalnum():
+        if not isinstance(split.id, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", split.id):
             raise RunError(f"{where}: fold id {split.id!r} is not a plain name; this run folder cannot be resumed")
         for index in (split.train_idx, split.val_idx):
             if index.ndim != 1 or (index.size and not 0 <= index.min() <= index.max() < n):

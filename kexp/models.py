@@ -13,7 +13,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from kexp.config import Config, close_matches, show
+from kexp.config import Config, show
+from kexp.errors import close_matches
 
 SPECIAL_METRICS = {"accuracy", "acc", "crossentropy", "ce"}
 

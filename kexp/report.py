@@ -12,7 +12,6 @@ runs left -> `--sort` -> `--columns`.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
 import math
@@ -24,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from kexp import runs
 from kexp.diagnostics import metric_mode
-from kexp.errors import KexpError, RunError
+from kexp.errors import KexpError, RunError, close_matches
 
 FORMATS = ("table", "markdown", "csv", "json")
 _MISSING = object()
@@ -266,9 +265,7 @@ def _known_keys(rows: Sequence[RunRow]) -> list[str]:
 
 
 def _unknown(option: str, key: str, rows: Sequence[RunRow]) -> UsageError:
-    known = _known_keys(rows)
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = close_matches(key, _known_keys(rows))
     return UsageError(f"{option}: {key}: no run has this column, config key or metric{hint}; columns: "
                       f"{', '.join(COLUMNS)}; config keys as dotted paths (e.g. training.epochs); metrics as "
                       "val_loss, loss@final, test_accuracy, train_loss")
@@ -282,26 +279,28 @@ def _check_key(option: str, key: str, rows: Sequence[RunRow]) -> None:
     raise _unknown(option, key, rows)
 
 
-def parse_where(items: Iterable[str]) -> list[tuple[str, str]]:
-    """`KEY=VALUE` strings as (key, value text) pairs."""
-    pairs = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--where {item}: expected KEY=VALUE, e.g. dataset=reuters or training.epochs=20")
-        pairs.append((key.strip(), value.strip()))
-    return pairs
-
-
-def matches(actual: Any, text: str) -> bool:
-    """Whether a run's value equals a --where value: compared as the YAML scalar the text parses to
-    (20 == 20.0, true, null), or as a string."""
+def parse_where(items: Iterable[str]) -> list[tuple[str, str, Any]]:
+    """`KEY=VALUE` strings as (key, value text, value) triples, the value being the YAML scalar the
+    text parses to (20, true, null), or the text itself when it is not one."""
     import yaml
 
-    try:
-        parsed = yaml.safe_load(text) if text else None
-    except Exception:  # not YAML, or a value PyYAML cannot construct (2001-13-45, !!int x): compare as text
-        parsed = text
+    triples = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--where {item}: expected KEY=VALUE, e.g. dataset=reuters or training.epochs=20")
+        text = text.strip()
+        try:
+            value = yaml.safe_load(text) if text else None
+        except Exception:  # not YAML, or a value PyYAML cannot construct (2001-13-45, !!int x): compare as text
+            value = text
+        triples.append((key.strip(), text, value))
+    return triples
+
+
+def matches(actual: Any, text: str, parsed: Any) -> bool:
+    """Whether a run's value equals a --where value, given as its text and the value parsed from it:
+    20 == 20.0, true, null, else as a string."""
     if actual is None or actual is _MISSING:
         return parsed is None
     if isinstance(actual, bool) or isinstance(parsed, bool):
@@ -318,10 +317,10 @@ def matches(actual: Any, text: str) -> bool:
 
 def select(rows: Sequence[RunRow], where: Iterable[str] = (), last: int | None = None) -> list[RunRow]:
     """The rows matching every `KEY=VALUE` (ANDed), then the `last` most recent of them."""
-    pairs = parse_where(where)
-    for key, _ in pairs:
+    triples = parse_where(where)
+    for key, _, _ in triples:
         _check_key("--where", key, rows)
-    kept = [row for row in rows if all(matches(row.value(key)[0], text) for key, text in pairs)]
+    kept = [row for row in rows if all(matches(row.value(key)[0], text, value) for key, text, value in triples)]
     if last is not None:
         if last < 1:
             raise UsageError(f"--last {last}: must be at least 1")
@@ -332,8 +331,9 @@ def select(rows: Sequence[RunRow], where: Iterable[str] = (), last: int | None =
 def differing_keys(rows: Sequence[RunRow], exclude: Iterable[str] = ("name", "dataset.name", "validation.scheme")
                    ) -> list[str]:
     """The config dotted keys whose values are not the same in every run (a missing key counts as
-    null): first those that differ between runs of the same dataset, then in config order. Runs whose config could not be read are left out of the comparison.
-    Excluded by default: the keys that the run, dataset and scheme columns already show."""
+    null): first those that differ between runs of the same dataset, then in config order. Runs whose
+    config could not be read are left out of the comparison. Excluded by default: the keys that the
+    run, dataset and scheme columns already show."""
     configs = [row.config for row in rows if row.config is not None]
     if len(configs) < 2:
         return []

@@ -19,8 +19,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from cli_runner import invoke, no_traceback, stderr_of
 from kexp.runs import find_runs, read_history, read_run
 
 ENV = {**os.environ, "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1",
@@ -85,33 +85,6 @@ def only_run(runs_dir: Path) -> Path | None:
 def epochs_done(folder: Path) -> int:
     path = folder / "history.csv"
     return len(read_history(path).get("epoch", [])) if path.exists() else 0
-
-
-def no_traceback(*texts: str) -> None:
-    for text in texts:
-        assert "Traceback" not in text and "Exception ignored" not in text, text
-
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    from kexp.cli import app
-
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        import traceback
-
-        pytest.fail("".join(traceback.format_exception(result.exception)))
-    no_traceback(result.output)
-    return result
-
-
-def stderr_of(result) -> str:
-    try:
-        return result.stderr
-    except ValueError:  # older Click mixes the streams
-        return result.output
 
 
 @pytest.fixture

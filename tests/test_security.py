@@ -25,8 +25,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
+from cli_runner import invoke, stderr_of
 from kexp.config import NAME_PATTERN, Config, load_config, validate_config
 from kexp.errors import ConfigError, RunError
 from kexp.runs import create_run, find_runs, read_run
@@ -277,35 +277,13 @@ def test_values_yaml_cannot_construct_are_config_errors_with_the_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- the CLI
-runner = CliRunner()
-
-
-def invoke(args):
-    from kexp.cli import app
-
-    result = runner.invoke(app, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        import traceback
-
-        pytest.fail("".join(traceback.format_exception(result.exception)))
-    assert "Traceback" not in result.output, result.output
-    return result
-
-
-def stderr_of(result) -> str:
-    try:
-        return result.stderr
-    except ValueError:  # older Click mixes the streams
-        return result.output
-
-
 @settings(CLI_PROFILE)
 @given(data=CONFIG_BYTES, items=st.lists(st.tuples(OVERRIDE_KEYS, OVERRIDE_VALUES).map("=".join), max_size=2))
 def test_cli_validate_of_hostile_input_exits_2_with_one_line_per_problem(data, items, scratch):
     path = scratch / "cli.yaml"
     path.write_bytes(data)
     args = ["validate", str(path), "--no-data"] + [a for item in items for a in ("--set", item)]
-    result = invoke(args)
+    result = invoke(*args)
     assert result.exit_code in (0, 2), result.output
     if result.exit_code == 2:
         lines = stderr_of(result).splitlines()
@@ -336,7 +314,7 @@ def test_a_config_the_schema_refuses_never_reaches_the_data_or_a_model(data, scr
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kexp.experiment, "load_data", stub)
         patch.setattr(kexp.experiment, "build_model", stub)
-        result = invoke(["validate", str(path)])
+        result = invoke("validate", path)
     assert result.exit_code == 2, result.output
     assert bool(reached) == schema_ok, (reached, result.output)
 
@@ -393,7 +371,7 @@ def test_cli_validate_builds_hostile_models_or_exits_2(layers, optimizer, loss, 
     path = scratch / "models.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     try:
-        result = invoke(["validate", str(path)])
+        result = invoke("validate", path)
     finally:
         keras.backend.clear_session()
     assert result.exit_code in (0, 2), result.output
@@ -523,7 +501,7 @@ def test_names_and_arguments_never_import_or_run_code(tmp_path, evil_module, mon
     for i, (key, doc) in enumerate(names_config(tmp_path, evil_module)):
         path = tmp_path / f"names{i}.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        result = invoke(["validate", str(path)])
+        result = invoke("validate", path)
         assert result.exit_code == 2, (doc, result.output)
         lines = stderr_of(result).splitlines()
         assert lines and all(line.startswith(f"{path}: ") for line in lines), lines
@@ -538,7 +516,7 @@ def test_an_unknown_layer_name_lists_what_keras_offers(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump({**BASE, "model": {"layers": [{"layer": "Dense", "units": 3},
                                                                  {"layer": "os.system"}]}}))
-    result = invoke(["validate", str(path)])
+    result = invoke("validate", path)
     assert result.exit_code == 2
     assert f"{path}: model.layers.1.layer: unknown Keras layer; got 'os.system'" in stderr_of(result)
 
@@ -590,7 +568,7 @@ def test_a_run_name_that_is_a_path_is_refused_before_anything_is_written(how, na
     doc = {**BASE, "name": name} if how == "config" else BASE
     path.write_text(yaml.safe_dump(doc))
     extra = {"--name": ["--name", name], "--set": ["--set", f"name={json.dumps(name)}"], "config": []}[how]
-    result = invoke(["train", str(path), "--runs-dir", str(runs_dir), "--quiet", *extra])
+    result = invoke("train", path, "--runs-dir", runs_dir, "--quiet", *extra)
     assert result.exit_code == 2, result.output
     assert "name: must be letters, digits" in stderr_of(result)
     assert not runs_dir.exists()
@@ -634,7 +612,7 @@ def test_data_paths_resolve_relative_to_the_config_file_not_the_working_folder(t
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    result = invoke(["validate", str(path)])
+    result = invoke("validate", path)
     assert result.exit_code == 0, result.output
 
 
@@ -658,7 +636,7 @@ def test_a_missing_or_unreadable_data_path_names_the_key_and_the_resolved_path(v
     (folder / "unreadable.csv").chmod(0)
     path = folder / "exp.yaml"
     path.write_text(yaml.safe_dump(csv_config(value)))
-    result = invoke(["validate", str(path)])
+    result = invoke("validate", path)
     assert result.exit_code == 2, result.output
     resolved = (folder / value).absolute()
     assert f"{path}: dataset.path: {resolved}: {problem}" in stderr_of(result), stderr_of(result)
@@ -733,9 +711,9 @@ def test_damaged_run_folders_are_read_back_by_read_run_compare_and_show(changes,
     apply_damage(folder, changes)
     record = read_run(folder)
     assert record.status in ("running", "completed", "failed", "interrupted", "incomplete")
-    compare = invoke(["compare", str(folder.parent)])
+    compare = invoke("compare", folder.parent)
     assert compare.exit_code in (0, 1, 2), compare.output
-    show = invoke(["show", str(folder)])
+    show = invoke("show", folder)
     assert show.exit_code in (0, 1, 2), show.output
 
 
@@ -788,7 +766,7 @@ def test_resuming_a_damaged_or_hostile_kfold_folder_is_a_clear_error(case, kfold
         (folder / name).write_text(content if isinstance(content, str) else json.dumps(content))
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = invoke(["kfold", "--resume", str(folder), "--quiet"])
+        result = invoke("kfold", "--resume", folder, "--quiet")
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
