@@ -49,20 +49,75 @@ def fail(error: KexpError) -> None:
     raise typer.Exit(error.exit_code)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from kexp import __version__
+
+        typer.echo(f"kexp {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print kexp's version and exit.")] = False,
+) -> None:
     """Run Keras experiments from YAML configs."""
 
 
 def _load(config: Path, overrides: list[str] | None, name: str | None):
-    from kexp.config import load_config
+    """The config with --set and --name applied; a bad --name is reported as the option (with the
+    config's own problems, all at once), not as the config file's `name` key."""
+    import json
+    import re
 
-    overrides = list(overrides or [])
+    from kexp.config import NAME_PATTERN, load_config, show
+    from kexp.errors import ConfigError
+
+    overrides, problems = list(overrides or []), []
     if name is not None:  # taken literally: `--name 007` is the text 007, not YAML's number 7
-        import json
+        if re.fullmatch(NAME_PATTERN, name):
+            overrides.append(f"name={json.dumps(name)}")
+        else:
+            problems.append(f"--name: must be letters, digits, '.', '_' or '-' (no paths), at most 100 "
+                            f"characters, starting with a letter or digit; got {show(name)}")
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as exc:
+        raise ConfigError(problems + exc.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return cfg
 
-        overrides.append(f"name={json.dumps(name)}")
-    return load_config(config, overrides)
+
+def _check_backend() -> None:
+    """The Keras backend named by KERAS_BACKEND (else keras.json, as Keras reads them) must be an
+    installed package: otherwise importing Keras fails with a traceback deep inside it."""
+    import importlib.util
+    import json
+
+    backend, where = os.environ.get("KERAS_BACKEND"), "KERAS_BACKEND"
+    if not backend:
+        home = os.environ.get("KERAS_HOME")
+        if home is None:
+            base = os.path.expanduser("~")
+            home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+        where = os.path.expanduser(os.path.join(home, "keras.json"))
+        try:
+            with open(where, encoding="utf-8") as file:
+                backend = json.load(file).get("backend")
+        except (OSError, ValueError, AttributeError):
+            return
+        where = f"{where}: backend"
+    if not isinstance(backend, str) or not backend:
+        return
+    try:
+        found = importlib.util.find_spec(backend) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise_config_error(f"{where}={backend}: Keras' {backend} backend needs the Python package {backend!r}, "
+                           f"which is not installed; install it, or use KERAS_BACKEND=tensorflow")
 
 
 def _on_sigterm(signum, frame):
@@ -80,7 +135,7 @@ def _exit_now(signum, frame):
     os._exit(130)
 
 
-def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet: bool, workers: int = 1,
+def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name, quiet: bool, workers: int = 1,
              resume: Path | None = None) -> None:
     """The shared body of `train` and `kfold`: load, check, train with a progress display, report."""
     import signal
@@ -90,13 +145,22 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet:
 
     saved: dict = {}
     try:
+        _check_backend()
         if resume is not None:
-            from kexp.config import validate_config
+            from kexp.config import load_config
 
+            given = [opt for opt, value in (("--set", overrides), ("--name", name), ("--runs-dir", runs_dir)) if value]
+            if given:
+                raise_config_error(f"{', '.join(given)}: cannot be used with --resume: a resumed run finishes with "
+                                   f"the config it was started with ({resume / 'config.yaml'}), so that its folds "
+                                   "stay comparable; to change it, start a new run from the config")
             record = read_run(resume)
             if record.config is None or record.environment is None:
                 raise_run_error(f"{resume}: not a resumable kexp run folder (config.yaml or environment.json missing)")
-            cfg = validate_config(record.config, source=str(resume / "config.yaml"))
+            cfg = load_config(resume / "config.yaml")  # config.json also holds Keras' own defaults
+            if not isinstance(cfg.validation, KFold):
+                raise_config_error(f"{resume}: is a hold-out run; only K-fold runs can be resumed (a hold-out run "
+                                   "trains one model in one go: start it again with `kexp train CONFIG`)")
             config_file = record.environment.get("config_file")
             config = Path(config_file) if isinstance(config_file, str) and config_file else resume / "config.yaml"
         else:
@@ -117,8 +181,12 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path, name, quiet:
             saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigterm)
         display = Display(out, quiet=quiet)
         with display:
-            result = execute(cfg, command=command, runs_dir=runs_dir, config_path=config, argv=sys.argv,
-                             observer=display, workers=workers, resume=resume)
+            result = execute(cfg, command=command, runs_dir=runs_dir or Path("runs"), config_path=config,
+                             argv=sys.argv, observer=display, workers=workers, resume=resume)
+        if result.already_complete:
+            out.print(f"{result.path}: the run is already complete; nothing to resume (no file was changed)",
+                      markup=False, highlight=False, soft_wrap=True)
+            return
         display.report(result)
     except KexpError as error:
         fail(error)
@@ -158,11 +226,15 @@ def train(
 def kfold(
     config: Annotated[Optional[Path], typer.Argument(help="The experiment's YAML config.", dir_okay=False)] = None,
     overrides: SetOpt = None,
-    runs_dir: RunsDirOpt = Path("runs"),
+    runs_dir: Annotated[Optional[Path], typer.Option(
+        "--runs-dir", help="Folder that receives run folders (default: runs).")] = None,
     name: NameOpt = None,
     quiet: QuietOpt = False,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Folds trained at once, each in its own process.")] = 1,
-    resume: Annotated[Optional[Path], typer.Option("--resume", file_okay=False, exists=True, help="Finish an interrupted K-fold run folder.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        "--resume", file_okay=False, exists=True,
+        help="Finish an interrupted K-fold run folder with the config it was started with (no --set, --name, "
+             "--runs-dir); a completed run is left as it is.")] = None,
 ) -> None:
     """K-fold (or iterated K-fold) validation, then optionally retrain and test."""
     if (config is None) == (resume is None):
@@ -182,11 +254,16 @@ def validate(
 ) -> None:
     """Check a config without training: schema first, then names, data and model."""
     try:
+        _check_backend()
         cfg = _load(config, overrides, None)
         if data:
             from kexp.experiment import check, load_data
 
             check(cfg, load_data(cfg, config.parent, str(config)), str(config))
+        else:  # no data: still every Keras name and argument
+            from kexp.experiment import check_without_data
+
+            check_without_data(cfg, str(config))
     except KexpError as error:
         fail(error)
     out.print(f"{config}: OK", highlight=False)
@@ -208,21 +285,23 @@ def compare(
     paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders searched recursively for them.",
                                                 exists=True)],
     sort: Annotated[Optional[str], typer.Option(
-        "--sort", help="Sort by a column (val_best, margin, duration, ...), a config key (training.epochs) "
-                       "or a metric (val_loss, loss@final, test_accuracy).")] = None,
+        "--sort", help="Sort by a column (val_best, val_last, margin, duration, ...), a config key "
+                       "(training.epochs) or a metric (val_loss, loss@last, test_accuracy).")] = None,
     ascending: Annotated[Optional[bool], typer.Option(
         "--asc/--desc", help="Sort direction (default: the metric's, loss-like ascending; without --sort, "
                              "--desc lists the newest run first).")] = None,
     where: Annotated[Optional[list[str]], typer.Option(
-        "--where", "-w", help="Keep runs where KEY=VALUE (dataset, status, command, scheme, name, any config "
-                              "key); repeat to AND.")] = None,
+        "--where", "-w", help="Keep runs where KEY=VALUE, or KEY!=, <, <=, >, >= VALUE (quote it: "
+                              "'training.epochs>=20'); KEY: dataset, status, command, scheme, name, any config key "
+                              "or metric (val_best, val_loss); numbers compare as numbers; repeat to AND.")] = None,
     columns: Annotated[Optional[str], typer.Option(
         "--columns", "-c", help="Columns to show, in order, e.g. run,val_best,training.epochs")] = None,
     last: Annotated[Optional[int], typer.Option(
         "--last", min=1, help="Keep the N most recent runs (after --where).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     plot: Annotated[Optional[str], typer.Option(
-        "--plot", help="Also write a PNG overlaying the runs' validation curves of this metric.")] = None,
+        "--plot", help="Also write a PNG overlaying the runs' curves of this metric (accuracy, val_acc, "
+                       "price_mae): validation solid, training dashed.")] = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", dir_okay=False, help="The --plot file (default: compare-METRIC.png).")] = None,
 ) -> None:
@@ -232,8 +311,14 @@ def compare(
     try:
         comparison = report.compare(paths, sort=sort, ascending=ascending, where=where or (), columns=columns,
                                     last=last)
+        if plot:  # a metric no run has is a usage error before anything is printed
+            from kexp import plots
+
+            plot = plots.plot_metric(comparison.records, plot)
         for line in comparison.warnings:
             err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+        for line in comparison.hints:
+            err.print(f"hint: {line}", markup=False, highlight=False, soft_wrap=True)
         result = report.render(comparison, fmt.value)
         if isinstance(result, str):
             sys.stdout.write(result)

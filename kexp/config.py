@@ -8,6 +8,7 @@ that need Keras' registries or the data live in `kexp.models` / `kexp.experiment
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -30,6 +31,7 @@ KERAS_DATASETS = ("boston_housing", "cifar10", "fashion_mnist", "imdb", "mnist",
 SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 MAX_NODES = 100_000  # a config with more YAML nodes (after anchors expand) is refused
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy and scikit-learn take
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -54,7 +56,7 @@ class ImdbData(_KerasFile):
     num_words: PosInt | None = None
     skip_top: NonNegInt = 0
     maxlen: PosInt | None = None
-    seed: int = 113
+    seed: Seed = 113
     start_char: int | None = 1
     oov_char: int | None = 2
     index_from: NonNegInt = 3
@@ -68,7 +70,7 @@ class ReutersData(ImdbData):
 class BostonData(_KerasFile):
     name: Literal["boston_housing"]
     test_split: Fraction = 0.2
-    seed: int = 113
+    seed: Seed = 113
 
 
 class ImageData(_KerasFile):
@@ -79,8 +81,9 @@ class SklearnData(Section):
     name: Literal["breast_cancer", "diabetes", "digits", "iris", "wine"]
     features: Columns | None = None  # a list of feature names, or input name -> feature names
     test_split: Fraction = 0.2
-    seed: int = 0
+    seed: Seed = 0
     stratify: bool = True  # classification sets only
+    positive_class: str | dict[str, str] | None = None  # binary: this class name -> id 1 (the other 0)
 
 
 class CsvData(Section):
@@ -90,8 +93,11 @@ class CsvData(Section):
     features: Columns | None = None  # default: every other column
     test_path: str | None = None
     test_split: Fraction | None = None  # used when test_path is absent (default 0.2)
-    seed: int = 0
+    seed: Seed = 0
     delimiter: str = ","
+    categorical: list[str] = []  # feature columns of category strings: one-hot encoded, fitted per fold
+    missing: Literal["error", "drop", "mean", "most_frequent"] = "error"  # empty/NA feature cells
+    positive_class: str | dict[str, str] | None = None  # binary string labels: this one -> id 1
 
 
 class NpzData(Section):
@@ -102,7 +108,9 @@ class NpzData(Section):
     x_test: str | dict[str, str] | None = "x_test"
     y_test: str | dict[str, str] | None = "y_test"
     test_split: Fraction | None = None  # used when the file has no test arrays
-    seed: int = 0
+    seed: Seed = 0
+    missing: Literal["error", "drop", "mean", "most_frequent"] = "error"  # NaN input values
+    positive_class: str | dict[str, str] | None = None  # binary string labels: this one -> id 1
 
 
 Dataset = Annotated[
@@ -126,11 +134,15 @@ class Preprocessing(Section):
     flatten: bool = False  # (n, a, b, ...) -> (n, a*b*...)
     standardize: bool = False  # (x - mean) / std, fitted on the training part only
     labels: Literal["binary", "categorical", "sparse", "raw"] | None = None  # default: from the loss
+    channels_last: bool = False  # (n, height, width) images -> (n, height, width, 1) for Conv2D
 
     @model_validator(mode="after")
     def _one_sequence_encoding(self):
         if self.multi_hot is not None and self.pad_sequences is not None:
             raise ValueError("multi_hot and pad_sequences exclude each other; keep one")
+        if self.channels_last and self.flatten:
+            raise ValueError("channels_last and flatten exclude each other (a channel axis for Conv2D, "
+                             "or flat rows for Dense); keep one")
         return self
 
 
@@ -206,7 +218,7 @@ class Smoothing(Section):
 class _Scheme(Section):
     shuffle: bool = False
     stratify: bool = False
-    seed: int | None = None  # default: the config's seed (only used with shuffle)
+    seed: Seed | None = None  # default: the config's seed (only used with shuffle)
     monitor: str = "val_loss"
     mode: Literal["auto", "min", "max"] = "auto"
     final: Final | None = None  # retrain on all training data, then evaluate once on test
@@ -244,13 +256,21 @@ class KFold(_Scheme):
         return self
 
 
-Validation = Annotated[Union[Holdout, KFold], Field(discriminator="scheme")]
+def _default_scheme(value: Any) -> Any:
+    """A `validation:` section without `scheme` is a hold-out, as documented."""
+    if isinstance(value, dict) and "scheme" not in value:
+        return {"scheme": "holdout", **value}
+    return value
+
+
+SCHEMES = {"holdout": Holdout, "kfold": KFold}
+Validation = Annotated[Union[Holdout, KFold], Field(discriminator="scheme"), BeforeValidator(_default_scheme)]
 
 
 # --------------------------------------------------------------------------- the whole file
 class Config(Section):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    seed: int = 0
+    seed: Seed = 0
     dataset: Dataset
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     model: Model
@@ -289,10 +309,21 @@ def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 # YAML 1.2 floats that YAML 1.1 reads as text: 1e-3, 1e30, 1.0e30 (1.1 wants a dot and a signed exponent)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """safe_dump's dumper that quotes the text this module's loader would read as a number (`'1e3'`)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that `parse_yaml` reads back as the same data (what yaml.safe_dump writes, except
+    that strings such as '1e3' are quoted)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def _count_nodes(value: Any, budget: int = MAX_NODES) -> int:
@@ -401,18 +432,46 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         error = _set_path(data, key.split("."), value)
         if error:
             problems.append(f"--set {item}: {key}: {error}")
+        elif key == "validation.scheme":
+            _drop_other_scheme(data["validation"], value)
     if problems:
         raise ConfigError(problems)
     return data
+
+
+def _drop_other_scheme(section: Any, scheme: Any) -> None:
+    """`--set validation.scheme=holdout` on a K-fold section: drop the keys only K-fold has (n_splits,
+    repeats, smoothing), and the reverse, so that switching schemes needs one --set."""
+    new = SCHEMES.get(scheme) if isinstance(scheme, str) else None
+    if new is None or not isinstance(section, dict):
+        return
+    for cls in SCHEMES.values():
+        if cls is not new:
+            for key in set(cls.model_fields) - set(new.model_fields):
+                section.pop(key, None)
 
 
 def _set_path(node: Any, parts: list[str], value: Any) -> str | None:
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
+            here = ".".join(parts[:depth])
+            if re.fullmatch(r"\+[0-9]+", part):  # +N: insert before item N (N = the length appends)
+                if not last:
+                    return f"+{part[1:]} inserts a whole item; e.g. {here}.{part}={{...}}"
+                if int(part[1:]) > len(node):
+                    return f"cannot insert before item {part[1:]}: the list has {len(node)} items"
+                node.insert(int(part[1:]), value)
+                return None
+            if not re.fullmatch(r"-?[0-9]+", part) or not -len(node) <= int(part) <= len(node):
                 return f"no list item {part!r} (the list has {len(node)} items)"
-            index = int(part)
+            index = int(part) % len(node) if node and int(part) < 0 else int(part)
+            if index == len(node):  # one past the end appends
+                if not last:
+                    return (f"no list item {part!r} (the list has {len(node)} items); append a whole "
+                            f"item with {here}.{part}={{...}}")
+                node.append(value)
+                return None
             if last:
                 node[index] = value
                 return None
@@ -460,10 +519,29 @@ def validate_config(data: dict, source: str = "<config>", default_name: str = "e
     data = dict(data)
     if "name" not in data or data["name"] is None:
         data["name"] = re.sub(r"[^A-Za-z0-9._-]", "_", default_name).lstrip("._-")[:100] or "experiment"
+    lines = [f"{source}: {line}" for line in _value_checks(data)]
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, data, source)) from None
+        raise ConfigError(format_errors(exc, data, source) + lines) from None
+    if lines:
+        raise ConfigError(lines)
+    return config
+
+
+def _value_checks(data: dict) -> list[str]:
+    """Checks of values inside free-form Keras argument mappings, which the schema passes through."""
+    lines = []
+    optimizer = data.get("compile", {}).get("optimizer") if isinstance(data.get("compile"), dict) else None
+    if isinstance(optimizer, dict) and "learning_rate" in optimizer:
+        rate = optimizer["learning_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, dict)):
+            lines.append(f"compile.optimizer.learning_rate: must be a positive number or a schedule such as "
+                         f"{{name: ExponentialDecay, initial_learning_rate: 0.01, decay_steps: 1000, "
+                         f"decay_rate: 0.9}}; got {show(rate)}")
+        elif not isinstance(rate, dict) and not (math.isfinite(rate) and rate > 0):
+            lines.append(f"compile.optimizer.learning_rate: must be a positive, finite number; got {show(rate)}")
+    return lines
 
 
 # --------------------------------------------------------------------------- error messages
@@ -525,6 +603,8 @@ def _resolve(annotation: Any, node: Any):
         stack.extend(getattr(item, "__metadata__", ()) and [])
     if len(candidates) <= 1 or not isinstance(node, dict):
         return candidates[0] if candidates else None
+    if set(candidates) == set(SCHEMES.values()):
+        node = _default_scheme(node)
     for cls in candidates:
         for tag_key in ("name", "scheme"):
             field = cls.model_fields.get(tag_key)
@@ -551,6 +631,13 @@ def format_errors(exc: ValidationError, data: dict, source: str) -> list[str]:
             key = loc[-1]
             allowed = sorted(parent.model_fields) if parent else []
             where = ".".join(str(p) for p in (*path, key))
+            other = next((name for name, cls in SCHEMES.items() if parent in SCHEMES.values()
+                          and cls is not parent and key in cls.model_fields), None)
+            if other is not None:  # a K-fold key in a hold-out section, or the reverse
+                this = next(name for name, cls in SCHEMES.items() if cls is parent)
+                lines.append(f"{source}: {where}: belongs to scheme {other}, not {this}; "
+                             f"set validation.scheme: {other} or remove it")
+                continue
             lines.append(
                 f"{source}: {where}: unknown key{close_matches(key, allowed)}; "
                 f"allowed: {', '.join(allowed)}"
@@ -593,12 +680,26 @@ def format_errors(exc: ValidationError, data: dict, source: str) -> list[str]:
     for line in dict.fromkeys(lines):
         where, _, message = line[len(source) + 2:].partition(": ")
         merged.setdefault(where, []).append(message)
-    out = []
-    for where, messages in merged.items():
-        tails = {m.partition("; got ")[2] for m in messages}
-        if len(messages) > 1 and len(tails) == 1 and "" not in tails:
-            message = " or ".join(m.partition("; got ")[0] for m in messages) + f"; got {tails.pop()}"
-        else:
-            message = "; or ".join(messages)
-        out.append(f"{source}: {where}: {message}")
-    return out
+    return [f"{source}: {where}: {_merge(messages)}" for where, messages in merged.items()]
+
+
+def _merge(messages: list[str]) -> str:
+    """One message from a union's complaints about one value: `what or what; got X; allowed: ...`,
+    keeping every hint and every allowed value."""
+    if len(messages) == 1:
+        return messages[0]
+    parts = []
+    for message in messages:
+        what, _, tail = message.partition("; got ")
+        got, _, allowed = tail.partition("; allowed: ")
+        parts.append((what, got, allowed))
+    if any(not got for _, got, _ in parts) or len({got for _, got, _ in parts}) > 1:
+        return "; or ".join(messages)
+    whats = list(dict.fromkeys(what for what, _, _ in parts))
+    prefix = "input should be "
+    if all(w.startswith(prefix) for w in whats):
+        what = prefix + " or ".join(w.removeprefix(prefix) for w in whats)
+    else:
+        what = " or ".join(whats)
+    allowed = list(dict.fromkeys(a for _, _, a in parts if a))
+    return f"{what}; got {parts[0][1]}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")

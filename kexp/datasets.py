@@ -16,9 +16,13 @@ Where the data comes from:
 - `csv` and `npz` read the user's own files, relative to the config's folder.
 
 Conventions: labels are int64 class ids for classification and float32 for regression; tabular
-inputs are float32; images stay uint8 (preprocessing scales them); imdb/reuters sequences are
-`Ragged`. Every problem is a `DataError` naming the key, the file and what is wrong. Nothing here
-imports TensorFlow or Keras until a file has to be downloaded.
+inputs are float32 (NaN where `dataset.missing` leaves a cell to impute), or object arrays for a
+CSV input with `dataset.categorical` columns (`Data.categorical` says which; kexp.preprocessing
+imputes and one-hot encodes them per fold); images stay uint8 (preprocessing scales them);
+imdb/reuters sequences are `Ragged`. `dataset.positive_class` renumbers a binary target after any
+loader. Every problem is a `DataError` naming the key, the file and what is wrong; a file's bad
+cells are all reported at once. Nothing here imports TensorFlow or Keras until a file has to be
+downloaded.
 """
 
 from __future__ import annotations
@@ -175,6 +179,9 @@ class Data:
     feature_names: list[str] | None = None  # tabular data: the selected columns, in input order
     source: str = ""  # the file or folder read, or e.g. "sklearn.datasets.load_digits"
     vocab_size: int | None = None  # sequences: the largest token id + 1
+    # CSV inputs with `dataset.categorical` columns: input ("x" for a single one) -> positions of the
+    # columns holding category strings (that input is then an object array); None: none
+    categorical: dict[str, list[int]] | None = None
 
 
 Loader = Callable[..., Data]
@@ -195,7 +202,69 @@ def load_dataset(spec, *, config_dir: Path | None = None, cache_dir: str | Path 
             f"allowed: {', '.join(sorted(DATASETS))}"
         )
     config_dir = Path.cwd() if config_dir is None else Path(config_dir)
-    return loader(spec, config_dir=config_dir, cache_dir=cache_dir)
+    data = loader(spec, config_dir=config_dir, cache_dir=cache_dir)
+    positive = getattr(spec, "positive_class", None)
+    return data if positive is None else _with_positive_class(data, positive)
+
+
+def _with_positive_class(data: Data, positive: str | dict[str, str]) -> Data:
+    """`dataset.positive_class`: the named class of a binary target becomes id 1, the other id 0
+    (binary metrics such as precision, recall and AUC measure class 1)."""
+    if isinstance(data.task, dict):
+        if not isinstance(positive, dict):
+            raise DataError(
+                f"dataset.positive_class: the data has several outputs ({', '.join(data.task)}); "
+                f"name the output, e.g. positive_class: {{{next(iter(data.task))}: {positive}}}"
+            )
+        unknown = [out for out in positive if out not in data.task]
+        if unknown:
+            raise DataError([
+                f"dataset.positive_class.{out}: unknown output{close_matches(out, data.task)}; "
+                f"allowed: {', '.join(data.task)}" for out in unknown
+            ])
+        names, y_train, y_test = dict(data.class_names or {}), dict(data.y_train), \
+            dict(data.y_test) if data.y_test is not None else None
+        for out, wanted in positive.items():
+            order = _positive_order(data.task[out], names.get(out), wanted, f"dataset.positive_class.{out}")
+            names[out] = [names[out][i] for i in order]
+            y_train[out] = _reorder(y_train[out], order)
+            if y_test is not None:
+                y_test[out] = _reorder(y_test[out], order)
+        data.class_names, data.y_train, data.y_test = names, y_train, y_test
+        return data
+    if isinstance(positive, dict):
+        raise DataError(f"dataset.positive_class: the data has one output; give the class name alone; "
+                        f"got {show(positive)}")
+    order = _positive_order(data.task, data.class_names, positive, "dataset.positive_class")
+    data.class_names = [data.class_names[i] for i in order]
+    data.y_train = _reorder(data.y_train, order)
+    if data.y_test is not None:
+        data.y_test = _reorder(data.y_test, order)
+    return data
+
+
+def _positive_order(task: str, names: list[str] | None, wanted: str, key: str) -> list[int]:
+    """Old class ids in their new order: [the other class, the positive class]."""
+    if task != "binary" or names is None:
+        if task == "regression":
+            what = "is a regression target"
+        elif task != "binary":
+            what = f"has {len(names) if names else 'more than two'} classes" + (f" ({', '.join(names)})" if names else "")
+        else:
+            what = "holds 0/1 numbers, where 1 is the positive class already"
+        raise DataError(f"{key}: applies to a target of two named classes; this target {what}; remove it")
+    if wanted not in names:
+        raise DataError(f"{key}: not a class of the target{close_matches(wanted, names)}; got {show(wanted)}; "
+                        f"allowed: {', '.join(names)}")
+    positive = names.index(wanted)
+    return [1 - positive, positive]
+
+
+def _reorder(y: np.ndarray, order: list[int]) -> np.ndarray:
+    """Class ids renumbered so that old id `order[i]` becomes i."""
+    new_id = np.empty(len(order), dtype=np.int64)
+    new_id[np.asarray(order)] = np.arange(len(order))
+    return new_id[np.asarray(y, dtype=np.int64)].astype(np.asarray(y).dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- Keras datasets
@@ -392,21 +461,33 @@ def load_sklearn(spec: SklearnData, *, config_dir: Path, cache_dir=None) -> Data
 
 
 # --------------------------------------------------------------------------- CSV
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null"})  # numeric feature cells read as missing
+SHOWN_LINES = 5  # line numbers shown per column in a CSV problem
+
+
 def load_csv(spec: CsvData, *, config_dir: Path, cache_dir=None) -> Data:
     """A user's CSV file.
 
     Source: `path` (and `test_path`), relative to the config's folder, UTF-8 with a header row,
     read with the `csv` module and `delimiter`. Returns x float32 (n, features), or a dict of
     them when `features` maps input names to columns (default: every column that is not a
-    target); y an array, or a dict when `target` maps output names to columns. Feature cells must
-    be finite numbers. Targets:
+    target); y an array, or a dict when `target` maps output names to columns.
+    Feature cells must be finite numbers, except in the `categorical` columns, whose cells are
+    category strings: an input holding one is an object array (strings there, floats elsewhere)
+    that `kexp.preprocessing` one-hot encodes per fold (`Data.categorical` says which columns).
+    Missing cells (empty; in numeric columns also NA, N/A, NaN, null, any case) follow
+    `missing`: `error` reports them; `drop` drops their rows (in the training and the test file);
+    `mean` / `most_frequent` keep them as NaN (None in categorical columns) for the preprocessing
+    to impute from the training part. Every bad cell of every column is found in one pass and
+    reported once per column (count and first lines). Targets:
     - strings (any cell that is not a number): classification, ids in sorted order of the names
       (class_names), binary with 2 names, else multiclass;
     - numbers that are all 0 or 1: binary, int64;
     - integers that are exactly 0..k-1, 3 <= k <= 50: multiclass, int64;
     - anything else (fractions, 1..5 ratings, counts that skip values): regression, float32.
-    The task is inferred over train and test together. Without `test_path`, the rows are shuffled
-    with `seed` and `test_split` (default 0.2) of them become the test part.
+    An empty target cell is an error, or drops its row with `missing: drop` (targets are never
+    imputed). The task is inferred over train and test together. Without `test_path`, the rows are
+    shuffled with `seed` and `test_split` (default 0.2) of them become the test part.
     """
     if spec.test_path is not None and spec.test_split is not None:
         raise DataError("dataset.test_split: has no effect when test_path is set; remove one of them")
@@ -425,32 +506,51 @@ def load_csv(spec: CsvData, *, config_dir: Path, cache_dir=None) -> Data:
     feature_columns = list(dict.fromkeys(_selected_names(selection, header)))
     if not feature_columns:
         raise DataError(f"dataset.features: {path} has no column left to use as input besides the target")
+    categorical = _check_categorical(spec.categorical, header, feature_columns, target_columns)
 
     def columns(key, file, head, body, numbers):
         index = {name: i for i, name in enumerate(head)}
         _check_columns(feature_columns + target_columns, head, f"{key}: {file}", "the config")
-        features = {name: _numbers([row[index[name]] for row in body], file, key, name, numbers)
-                    for name in feature_columns}
-        labels = {name: _cells([row[index[name]] for row in body], file, key, name, numbers)
-                  for name in target_columns}
-        return features, labels
+        where = f"{key}: {file}"
+        parsed = {name: _feature_column([row[index[name]] for row in body], where, name, numbers,
+                                        name in categorical, spec.missing)
+                  for name in feature_columns}
+        parsed.update({name: _target_column([row[index[name]] for row in body], where, name, numbers,
+                                            spec.missing)
+                       for name in target_columns})
+        problems = [problem for _, _, problem in parsed.values() if problem]
+        keep = np.ones(len(body), dtype=bool)
+        if spec.missing == "drop":
+            for _, missing, _ in parsed.values():
+                keep &= ~missing
+        if keep.all():
+            features = {name: parsed[name][0] for name in feature_columns}
+            labels = {name: parsed[name][0] for name in target_columns}
+        else:
+            features = {name: parsed[name][0][keep] for name in feature_columns}
+            labels = {name: [cell for cell, kept in zip(parsed[name][0], keep) if kept] for name in target_columns}
+        return features, labels, problems, int(keep.sum())
 
-    train_features, train_labels = columns("dataset.path", path, header, rows, lines)
-    n_train = len(rows)
+    train_features, train_labels, problems, n_train = columns("dataset.path", path, header, rows, lines)
     if spec.test_path is not None:
         test_path = _user_path(spec.test_path, config_dir, key="dataset.test_path")
         test_header, test_rows, test_lines = _read_csv(test_path, spec.delimiter, "dataset.test_path")
-        test_features, test_labels = columns("dataset.test_path", test_path, test_header, test_rows,
-                                             test_lines)
+        test_features, test_labels, test_problems, _ = columns(
+            "dataset.test_path", test_path, test_header, test_rows, test_lines)
+        problems += test_problems
         features = {n: np.concatenate([train_features[n], test_features[n]]) for n in feature_columns}
         labels = {n: train_labels[n] + test_labels[n] for n in target_columns}
         source = f"{path}; test: {test_path}"
     else:
         features, labels, source = train_features, train_labels, str(path)
+    if problems:
+        raise DataError(problems)
+    if rows and n_train == 0:
+        raise DataError(f"dataset.missing: drop leaves no row of {path}: every row has a missing cell")
     n_total = len(next(iter(labels.values())))
     encoded = {column: _encode_cells(labels[column], column) for column in target_columns}
-    matrix = np.stack([features[n] for n in feature_columns], axis=1).astype(np.float32)
-    inputs = _gather(matrix, _reindex(selection, header, feature_columns))
+    inputs, kinds = _csv_inputs(features, _reindex(selection, header, feature_columns), feature_columns,
+                                categorical, n_total)
     y, task, num_classes, class_names = _outputs(targets, encoded)
     if spec.test_path is not None:
         train, test = np.arange(n_train), np.arange(n_train, n_total)
@@ -462,8 +562,127 @@ def load_csv(spec: CsvData, *, config_dir: Path, cache_dir=None) -> Data:
         x_train=_take(inputs, train), y_train=_take(y, train),
         x_test=_take(inputs, test), y_test=_take(y, test),
         task=task, num_classes=num_classes, class_names=class_names,
-        feature_names=_selected_names(selection, header), source=source,
+        feature_names=_selected_names(selection, header), source=source, categorical=kinds,
     )
+
+
+def _check_categorical(names: list[str], header: list[str], features: list[str], targets: list[str]) -> set[str]:
+    """The `dataset.categorical` columns, every one a feature column."""
+    problems = []
+    for name in dict.fromkeys(names):
+        if name in targets:
+            problems.append(f"dataset.categorical: {name!r} is a target; string labels are class ids "
+                            "already; remove it from dataset.categorical")
+        elif name not in header:
+            problems.append(f"dataset.categorical: unknown column{close_matches(name, features)}; "
+                            f"got {show(name)}; allowed: {', '.join(features)}")
+        elif name not in features:
+            problems.append(f"dataset.categorical: {name!r} is not one of dataset.features; add it "
+                            "there or remove it here")
+    if problems:
+        raise DataError(problems)
+    return set(names)
+
+
+def _lines_text(lines: list[int], word: str = "line") -> str:
+    """`line 4`, `lines 2, 3, 5`, `lines 2, 3, 5, 6, 8 and 12 more`."""
+    shown = ", ".join(map(str, lines[:SHOWN_LINES]))
+    more = len(lines) - SHOWN_LINES
+    return f"{word}{'s' if len(lines) != 1 else ''} {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def _cells_text(count: int, what: str) -> str:
+    """`1 missing cell`, `3 missing cells`."""
+    return f"{count} {what}{'s' if count != 1 else ''}"
+
+
+def _feature_column(cells: list[str], where: str, column: str, lines: list[int], categorical: bool,
+                    policy: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(values, missing mask, problem) of one feature column: float64 with NaN for missing cells, or
+    for a categorical column an object array of stripped strings with None for missing cells. The
+    problem is one line for the column (all its bad cells), or None."""
+    if categorical:
+        stripped = [cell.strip() for cell in cells]
+        missing = np.array([not cell for cell in stripped], dtype=bool)
+        values = np.array([cell or None for cell in stripped], dtype=object)
+        bad: list[int] = []
+    else:
+        try:  # numpy skips the whitespace around numbers
+            values = np.array(cells, dtype=np.float64)
+            bad_mask = ~np.isfinite(values)
+            missing = np.zeros(len(cells), dtype=bool)
+            if bad_mask.any():  # 'nan' cells are missing, 'inf' ones bad
+                missing = np.isnan(values) & np.array([c.strip().lower() in MISSING_MARKERS for c in cells])
+                bad_mask &= ~missing
+        except ValueError:
+            values = np.empty(len(cells), dtype=np.float64)
+            missing = np.zeros(len(cells), dtype=bool)
+            bad_mask = np.zeros(len(cells), dtype=bool)
+            for i, cell in enumerate(cell.strip() for cell in cells):
+                if cell.lower() in MISSING_MARKERS:
+                    values[i], missing[i] = np.nan, True
+                    continue
+                try:
+                    values[i] = float(cell)
+                except ValueError:
+                    values[i] = np.nan
+                bad_mask[i] = not math.isfinite(values[i])
+        bad = np.flatnonzero(bad_mask).tolist()
+    parts = []
+    if bad:
+        first = bad[0]
+        parts.append(
+            f"line {lines[first]}, column {column!r}: not a finite number; got {show(cells[first])} "
+            f"({_cells_text(len(bad), 'such cell')} in the column, {_lines_text([lines[i] for i in bad])})"
+        )
+    if policy == "error" and missing.any():
+        at = [lines[i] for i in np.flatnonzero(missing)]
+        text = f"{_cells_text(len(at), 'missing cell')} ({'empty' if categorical else 'empty or NA'}), {_lines_text(at)}"
+        parts.append(text if parts else f"column {column!r}: {text}")
+    if not parts:
+        return values, missing, None
+    hints = []
+    if bad:
+        hints.append(f"if {column!r} holds categories, add it to dataset.categorical")
+    if policy == "error" and missing.any():
+        hints.append("to drop or fill missing cells, set dataset.missing: drop, mean or most_frequent")
+    return values, missing, f"{where}: {'; and '.join(parts)}; {'; '.join(hints)}"
+
+
+def _target_column(cells: list[str], where: str, column: str, lines: list[int],
+                   policy: str) -> tuple[list[str], np.ndarray, str | None]:
+    """(stripped cells, missing mask, problem) of a target column; empty cells are missing."""
+    stripped = [cell.strip() for cell in cells]
+    missing = np.array([not cell for cell in stripped], dtype=bool)
+    if policy == "drop" or not missing.any():
+        return stripped, missing, None
+    at = [lines[i] for i in np.flatnonzero(missing)]
+    return stripped, missing, (
+        f"{where}: column {column!r}: {_cells_text(len(at), 'empty target cell')}, {_lines_text(at)}; "
+        "targets are never imputed; fill them, or set dataset.missing: drop to drop those rows"
+    )
+
+
+def _csv_inputs(features: dict[str, np.ndarray], selection: Selection, columns: list[str],
+                categorical: set[str], n: int):
+    """The inputs (an array, or a dict per input) and `Data.categorical` for them: float32 arrays, or
+    object arrays where an input holds a categorical column."""
+    groups = selection if isinstance(selection, dict) else {"": selection}
+    inputs, kinds = {}, {}
+    for group, positions in groups.items():
+        names = [columns[i] for i in positions]
+        cats = [i for i, name in enumerate(names) if name in categorical]
+        if cats:
+            array = np.empty((n, len(names)), dtype=object)
+            for i, name in enumerate(names):
+                array[:, i] = features[name]
+            kinds[group or "x"] = cats
+        else:
+            array = np.empty((n, len(names)), dtype=np.float32)
+            for i, name in enumerate(names):
+                array[:, i] = features[name]
+        inputs[group] = array
+    return (inputs[""] if list(inputs) == [""] else inputs), (kinds or None)
 
 
 # --------------------------------------------------------------------------- NPZ
@@ -500,7 +719,17 @@ def load_npz(spec: NpzData, *, config_dir: Path, cache_dir=None) -> Data:
         x, y = _npz_inputs(fetch("x"), "dataset.x"), fetch("y")
         x_test, y_test = (_npz_inputs(fetch("x_test"), "dataset.x_test"), fetch("y_test")) if use_test \
             else (None, None)
+    _common_length({"x": x, "y": y}, path)
+    x, y, problems = _npz_missing(spec.missing, x, y, "dataset.x", path)
     n_train = _common_length({"x": x, "y": y}, path)
+    if use_test:
+        _common_length({"x_test": x_test, "y_test": y_test}, path)
+        x_test, y_test, test_problems = _npz_missing(spec.missing, x_test, y_test, "dataset.x_test", path)
+        problems += test_problems
+    if problems:
+        raise DataError(problems)
+    if n_train == 0:
+        raise DataError(f"dataset.missing: drop leaves no row of {path}: every row has a missing value")
     outputs = y if isinstance(y, dict) else {"": y}
     if use_test:
         n_test = _common_length({"x_test": x_test, "y_test": y_test}, path)
@@ -524,9 +753,39 @@ def load_npz(spec: NpzData, *, config_dir: Path, cache_dir=None) -> Data:
     )
 
 
+def _npz_missing(policy: str, x, y, field: str, path: Path):
+    """(x, y, problems) for the NaN values of float inputs under `dataset.missing`: `error` gives one
+    problem per input; `drop` drops the rows; `mean` / `most_frequent` keep them for the
+    preprocessing to fill (tabular (n, features) inputs only)."""
+    items = x.items() if isinstance(x, dict) else [("", x)]
+    holes = {key: np.isnan(array.reshape(len(array), -1)).any(axis=1)
+             for key, array in items if array.dtype.kind == "f"}
+    holes = {key: rows for key, rows in holes.items() if rows.any()}
+    if not holes:
+        return x, y, []
+    problems = []
+    for key, rows in holes.items():
+        where = f"{field}.{key}" if key else field
+        array = x[key] if key else x
+        at = np.flatnonzero(rows).tolist()
+        if policy == "error":
+            problems.append(f"{where}: {path}: {_cells_text(len(at), 'row')} {'holds' if len(at) == 1 else 'hold'} missing values (NaN), "
+                            f"{_lines_text(at, 'row')} (from 0); to drop or fill them, set dataset.missing: "
+                            "drop, mean or most_frequent")
+        elif policy != "drop" and array.ndim != 2:
+            problems.append(f"dataset.missing: {policy} fills tabular (n, features) inputs; {where} has "
+                            f"shape {array.shape}; use drop, or fill the NaN values in the file")
+    if policy == "drop":
+        keep = np.flatnonzero(~np.logical_or.reduce(list(holes.values())))
+        return _take(x, keep), _take(y, keep), []
+    return x, y, problems
+
+
 def _npz_has_test(spec: NpzData, available: list[str], path: Path) -> bool:
     """Whether to read test arrays (True) or split the training arrays (False)."""
-    named = spec.model_fields_set & {"x_test", "y_test"}
+    # named: set to other than the default names (a resolved config, e.g. a run's config.yaml, writes the
+    # defaults out; they still mean "x_test/y_test when the file has them, else split")
+    named = {k for k in ("x_test", "y_test") if getattr(spec, k) != type(spec).model_fields[k].default}
     if (spec.x_test is None) != (spec.y_test is None):
         given = "x_test" if spec.y_test is None else "y_test"
         if given in named:
@@ -947,33 +1206,6 @@ def _check_columns(wanted: list[str], header: list[str], where: str, key: str) -
             f"{where}: no column {', '.join(map(repr, missing))} (named by {key}){hints}; "
             f"columns: {', '.join(header)}"
         )
-
-
-def _numbers(cells: list[str], path: Path, key: str, column: str, lines: list[int]) -> np.ndarray:
-    try:
-        values = np.array(cells, dtype=np.float64)
-    except ValueError:
-        values = None
-    if values is None or not np.isfinite(values).all():
-        for cell, line in zip(cells, lines):
-            try:
-                ok = math.isfinite(float(cell))
-            except ValueError:
-                ok = False
-            if not ok:
-                what = "empty cell" if not cell.strip() else "not a finite number"
-                raise DataError(
-                    f"{key}: {path}: line {line}, column {column!r}: {what}; got {show(cell)} "
-                    "(feature columns must be numbers)"
-                )
-    return values
-
-
-def _cells(cells: list[str], path: Path, key: str, column: str, lines: list[int]) -> list[str]:
-    for cell, line in zip(cells, lines):
-        if not cell.strip():
-            raise DataError(f"{key}: {path}: line {line}, column {column!r}: empty target cell")
-    return [cell.strip() for cell in cells]
 
 
 def _encode_cells(cells: list[str], column: str):

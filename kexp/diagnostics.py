@@ -27,6 +27,10 @@ _MAX_WORDS = (
 _ACCURACY_NAMES = {"accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy"}
 _REGRESSION_NAMES = {"mae": "mae", "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse"}
 
+# Logged every epoch but not a measure of the model: the optimizer's learning rate (ReduceLROnPlateau
+# and learning-rate schedules add it to the logs). It stays in history.csv, never in metric dicts.
+NOT_METRICS = frozenset({"learning_rate", "lr"})
+
 
 # --------------------------------------------------------------------------- metric names
 def metric_mode(name: str) -> str:
@@ -71,6 +75,24 @@ def _as_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def epoch_metrics(logs: Mapping[str, Any], validation: bool) -> dict[str, Any]:
+    """The validation metrics (`val_` names, prefix removed) or the training metrics of one epoch's
+    logs, without the values that are not metrics (`learning_rate`) or the epoch number."""
+    return {key.removeprefix("val_"): value for key, value in logs.items()
+            if key.startswith("val_") == validation and key not in NOT_METRICS and key != "epoch"}
+
+
+def comparable_metric(task: str, name: str) -> str | None:
+    """The baseline metric a logged metric measures: "accuracy" for accuracy names on a
+    classification task, "mae"/"mse" (also spelled out) on a regression task; else None.
+
+    `name` is the metric's last word as logged: `price_mae` for output price is passed as `mae`."""
+    name = name.lower().removeprefix("val_")
+    if task == "regression":
+        return _REGRESSION_NAMES.get(name)
+    return "accuracy" if name in _ACCURACY_NAMES else None
 
 
 # --------------------------------------------------------------------------- overfitting
@@ -188,6 +210,19 @@ def aggregate(values: Iterable[Mapping[str, Any]]) -> tuple[dict[str, float | No
         else:
             mean[key] = std[key] = None
     return mean, std
+
+
+def at_epoch(histories: Sequence[Mapping[str, Sequence[float]]], epoch: int,
+             validation: bool = True) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Mean and std (ddof=0) over folds of every metric at one 1-based epoch of the folds' histories
+    (column name -> per-epoch values, as history.csv): the K-fold score at the averaged curve's best
+    epoch. Validation metrics by default (names without `val_`), else the training ones. A fold whose
+    history is shorter than `epoch` is left out of that metric."""
+    entries = []
+    for history in histories:
+        entry = {key: values[epoch - 1] for key, values in history.items() if 0 < epoch <= len(values)}
+        entries.append(epoch_metrics(entry, validation))
+    return aggregate(entries)
 
 
 # --------------------------------------------------------------------------- baselines

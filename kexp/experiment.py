@@ -29,7 +29,18 @@ from kexp.config import Config, KFold, validate_config
 from kexp.datasets import Data, Ragged, load_dataset
 from kexp.errors import (ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed,
                          close_matches)
-from kexp.models import Problems, build_model, compile_model, make_callbacks
+from kexp.models import (
+    Problems,
+    build_model,
+    check_loss_weights,
+    check_names,
+    check_output_activations,
+    compile_model,
+    make_callbacks,
+    make_metrics,
+    output_layers,
+    with_keras_defaults,
+)
 from kexp.preprocessing import (
     MultiHot,
     Preprocessor,
@@ -42,6 +53,7 @@ from kexp.preprocessing import (
 from kexp.validation import Split, make_splits, mean_curve
 
 EVAL_BATCH = 1024
+METRICS_FORMAT = 2  # metrics.json: 2 = `last` for the last epoch, the K-fold score at the mean curve's best epoch
 # Set by the CLI's SIGINT/SIGTERM handler besides raising KeyboardInterrupt: should a library swallow
 # that exception (it can land inside h5py while best.keras is saved), the next epoch end raises it again.
 STOP = threading.Event()
@@ -63,6 +75,7 @@ class Result:
     path: Path
     metrics: dict
     status: str
+    already_complete: bool = False  # a resume of a completed run: nothing was trained or written
 
 
 # --------------------------------------------------------------------------- setup
@@ -146,23 +159,38 @@ def check(config: Config, data: Data, source: str) -> None:
                          f"{num_words}; word ids would not fit; use multi_hot: {num_words}")
     if config.validation.stratify and task == "regression":
         problems.add("validation.stratify", "needs class labels; the data is a regression target; remove it")
+    # every Keras name and argument, whatever else is wrong: all problems in one report
+    check_names(config, problems)
+    blocking = bool(problems.lines)  # the model can be built (shapes, labels) only without these
     n = n_rows(data.x_train)
     try:
         _splits(config, data, n)
     except ValueError as exc:
         problems.lines.append(str(exc))
+    check_output_activations(config, problems)
+    check_loss_weights(config, problems)
+    _check_monitor(config, problems)
+    if not blocking:
+        sample = np.arange(min(n, 8))
+        pre = Preprocessor(config, data).fit(take(data.x_train, sample))
+        shape = feature_shape(_shape_source(pre.transform(take(data.x_train, sample))))
+        model = build_model(config, shape, problems)
+        if model is not None:
+            _check_labels(config, data, model, pre, problems)
+            compile_model(model, config, problems)
     if problems.lines:
         raise ConfigError([f"{source}: {line}" for line in problems.lines])
 
-    sample = np.arange(min(n, 8))
-    pre = Preprocessor(config, data).fit(take(data.x_train, sample))
-    shape = feature_shape(_shape_source(pre.transform(take(data.x_train, sample))))
-    model = build_model(config, shape, problems)
-    if model is not None:
-        _check_labels(config, data, model, pre, problems)
-        compile_model(model, config, problems)
-        _check_monitor(config, model, problems)
-    make_callbacks(config, problems)
+
+def check_without_data(config: Config, source: str) -> None:
+    """What `kexp validate --no-data` checks beyond the schema: every Keras name and argument, the
+    output layers against the loss, the monitored metric names."""
+    configure_threads()
+    problems = Problems()
+    check_names(config, problems)
+    check_output_activations(config, problems)
+    check_loss_weights(config, problems)
+    _check_monitor(config, problems)
     if problems.lines:
         raise ConfigError([f"{source}: {line}" for line in problems.lines])
 
@@ -211,23 +239,35 @@ def _check_labels(config: Config, data: Data, model, pre: Preprocessor, problems
                          f"classes{where}; use units: {n_classes} with activation: softmax")
 
 
-def _check_monitor(config: Config, model, problems: Problems) -> None:
-    monitor = config.validation.monitor
-    if len(model.output_names) > 1:
+def _check_monitor(config: Config, problems: Problems) -> None:
+    """validation.monitor and every callback's `monitor` against the names Keras will log. Skipped
+    when a metric itself is wrong (that problem is reported; a monitor complaint would be noise)."""
+    if any(line.startswith("compile.metrics") for line in problems.lines):
         return
-    names = ["loss"] + [getattr(m, "name", m) for m in _flat_metrics(model)]
+    names = _monitorable(config)
     allowed = [f"val_{n}" for n in names] + names
-    if monitor not in allowed:
-        problems.add("validation.monitor", f"not a logged metric{close_matches(monitor, allowed)}; "
-                     f"got {monitor!r}; allowed: {', '.join(allowed)}")
+    monitors = [("validation.monitor", config.validation.monitor)]
+    monitors += [(f"training.callbacks.{i}.monitor", spec["monitor"])
+                 for i, spec in enumerate(config.training.callbacks) if isinstance(spec.get("monitor"), str)]
+    for key, monitor in monitors:
+        if monitor not in allowed:
+            problems.add(key, f"not a logged metric{close_matches(monitor, allowed)}; "
+                         f"got {monitor!r}; allowed: {', '.join(allowed)}")
 
 
-def _flat_metrics(model) -> list:
-    metrics = getattr(model, "_compile_config", None)
-    items = metrics.config.get("metrics") if metrics is not None else None
-    if isinstance(items, dict):
-        return [m for ms in items.values() for m in ms]
-    return list(items or [])
+def _monitorable(config: Config) -> list[str]:
+    """The training-log names of a config's loss and metrics (without `val_`): `loss`, `mae`, `auc`;
+    with several outputs also `price_loss`, `price_mae`, ..."""
+    outputs = list(output_layers(config))
+    metrics = make_metrics(config, outputs, Problems())
+    per_output = metrics if isinstance(metrics, dict) else {None: metrics or []}
+    names = ["loss"]
+    for out, items in per_output.items():
+        prefix = f"{out}_" if out is not None and len(outputs) > 1 else ""
+        names += [f"{prefix}{m if isinstance(m, str) else m.name}" for m in items if m is not None]
+    if len(outputs) > 1:
+        names += [f"{out}_loss" for out in outputs]
+    return list(dict.fromkeys(names))
 
 
 # --------------------------------------------------------------------------- splits
@@ -243,7 +283,7 @@ def _splits(config: Config, data: Data, n: int) -> list[Split]:
 
 
 def split_seed(config: Config, split: Split) -> int:
-    return config.seed + 1000 * split.repeat + split.fold
+    return (config.seed + 1000 * split.repeat + split.fold) % 2**32
 
 
 # --------------------------------------------------------------------------- one split
@@ -318,7 +358,8 @@ def fit_split(config: Config, data: Data, split: Split, run: runs.Run, observer:
         monitor = monitor.removeprefix("val_")
     history = run.history(history_name)
     log = _EpochLog.make(split.id, history, observer, best_path, monitor, mode)
-    callbacks = [*make_callbacks(config, problems), keras.callbacks.TerminateOnNaN(), log]
+    callbacks = [*make_callbacks(config, problems, folder=_split_folder(config, run, split)),
+                 keras.callbacks.TerminateOnNaN(), log]
     observer.split_start(split.id, epochs)
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
@@ -328,7 +369,7 @@ def fit_split(config: Config, data: Data, split: Split, run: runs.Run, observer:
     result = summarize(log.logs, monitor, mode)
     result.update(id=split.id, repeat=split.repeat, fold=split.fold, n_train=n_train,
                   n_val=len(split.val_idx), seed=seed, duration_s=round(time.perf_counter() - started, 3),
-                  preprocessing=pre.fitted())
+                  preprocessing=_preprocessing_record(config, data, pre, split))
     nan_epoch = next((i + 1 for i, logs in enumerate(log.logs)
                       if not all(math.isfinite(v) for k, v in logs.items() if "loss" in k)), None)
     if nan_epoch is not None:
@@ -339,19 +380,66 @@ def fit_split(config: Config, data: Data, split: Split, run: runs.Run, observer:
     return result
 
 
+def _split_folder(config: Config, run: runs.Run, split: Split) -> Path:
+    """Where a split's own files go, relative callback paths included: the run folder (hold-out),
+    folds/<id>/ (K-fold) or final/ (the retrained final model)."""
+    if split.id == "final":
+        return run.path / "final"
+    if isinstance(config.validation, KFold):
+        return run.path / "folds" / split.id
+    return run.path
+
+
+# The order in which Preprocessor applies its steps to a numeric input; each applies when the record's
+# `settings` (or `statistics` for the fitted ones) has it. Integer sequences get multi_hot or pad_sequences.
+PREPROCESSING_ORDER = ["impute", "one_hot", "float32", "scale", "channels_last", "flatten", "standardize"]
+PREPROCESSING_FORMAT = 1
+
+
+def _preprocessing_record(config: Config, data: Data, pre: Preprocessor, split: Split) -> dict:
+    """Everything needed to prepare new data for a model trained on `split` (preprocessing.json)."""
+    encodings, names = pre.label_encodings, getattr(data, "class_names", None)
+
+    def labels(task, encoding, num_classes, class_names):
+        return {"task": task, "encoding": encoding, "num_classes": num_classes, "class_names": class_names}
+
+    def per(value, out):
+        return value.get(out) if isinstance(value, dict) else None
+
+    if isinstance(data.task, dict):
+        label_record = {out: labels(task, per(encodings, out), per(data.num_classes, out), per(names, out))
+                        for out, task in data.task.items()}
+    else:
+        label_record = labels(data.task, encodings, data.num_classes, names)
+    x = data.x_train
+    return {
+        "fitted_on": {"split": split.id, "n_samples": len(split.train_idx)},
+        "inputs": list(x) if isinstance(x, dict) else ["x"],
+        "feature_names": getattr(data, "feature_names", None),
+        "order": PREPROCESSING_ORDER,
+        "settings": config.to_dict().get("preprocessing", {}),
+        "statistics": pre.fitted(),
+        "labels": label_record,
+    }
+
+
+def _preprocessing_file(record: dict, models: list[str]) -> dict:
+    return {"format": PREPROCESSING_FORMAT, "models": models, **record}
+
+
 def summarize(logs: list[dict], monitor: str, mode: str) -> dict:
-    """final/best metrics of one history (validation names without `val_`)."""
+    """Last-epoch and best-epoch metrics of one history (validation names without `val_`; values
+    that are not metrics, such as `learning_rate`, left out)."""
     if not logs:
         return {"epochs_run": 0, "best_epoch": None, "validation": {}, "train": {}}
     values = [logs_i.get(monitor, math.nan) for logs_i in logs]
     best = diagnostics.best_epoch(values, mode) if any(math.isfinite(v) for v in values) else len(logs)
-    def part(entry, val):
-        return {k.removeprefix("val_"): v for k, v in entry.items() if k.startswith("val_") == val}
+    part = diagnostics.epoch_metrics
     return {
         "epochs_run": len(logs),
         "best_epoch": best,
-        "validation": {"final": part(logs[-1], True), "best": part(logs[best - 1], True)},
-        "train": {"final": part(logs[-1], False), "best": part(logs[best - 1], False)},
+        "validation": {"last": part(logs[-1], True), "best": part(logs[best - 1], True)},
+        "train": {"last": part(logs[-1], False), "best": part(logs[best - 1], False)},
     }
 
 
@@ -395,7 +483,7 @@ def start_run(config: Config, *, command: str, runs_dir: Path, argv: list[str],
               config_path: Path | None) -> runs.Run:
     run = runs.create_run(runs_dir, config.name, command)
     try:
-        run.write_config(config.to_dict())
+        run.write_config(config.to_dict(), with_keras_defaults(config.to_dict()))
         run.write_json("environment.json", environment(config, argv, config_path))
     except OSError as exc:  # e.g. the disk filled up right after the folder was made
         _final_status(run, "failed", error=f"cannot write the run folder: {exc.strerror or exc}")
@@ -448,6 +536,12 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
     if resume is not None:
         run = runs.open_run(resume)
         splits = _recorded_splits(run, n_rows(data.x_train))
+        record = runs.read_run(run.path)
+        if record.status == "completed":  # its model.keras and metrics.json are final: touch nothing
+            return Result(run.path, record.metrics or {}, "completed", already_complete=True)
+        if record.status == "running":
+            raise RunError(f"{run.path}: is still running (pid {run.status.get('pid')} on "
+                           f"{run.status.get('host')}); resume it once that process has stopped")
         run.status.pop("ended", None)
         run.status.pop("error", None)
         run.set_status("running", pid=os.getpid(), resumed=runs.utc_now())
@@ -476,6 +570,9 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
         _final_status(run, "failed", error=str(exc))
         raise
     except Exception as exc:
+        if STOP.is_set():  # Ctrl-C landed in a library that turned it into its own error (zipfile, h5py)
+            _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
+            raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
         _final_status(run, "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         raise RunError(f"training failed: {type(exc).__name__}: {exc}; see {run.path}/status.json") from exc
 
@@ -496,22 +593,25 @@ def _train_all(config: Config, data: Data, splits: list[Split], run: runs.Run, o
     train_started = time.perf_counter()
     if is_kfold:
         results = _run_folds(config, data, splits, run, observer, workers, config_dir)
-        model = pre = None
+        model = pre = record = None  # record: the preprocessing of `model`, for preprocessing.json
     else:
         result = fit_split(config, data, splits[0], run, observer, "history.csv",
                            best_path=run.path / "best.keras")
         model, pre = result.pop("_model"), result.pop("_pre")
         results = [result]
-        run.write_json("preprocessing.json", {"holdout": result.pop("preprocessing")})
+        record = result.pop("preprocessing")
     train_s = time.perf_counter() - train_started
 
+    outputs = _outputs(config, data, results)
     metrics: dict[str, Any] = {
+        "format": METRICS_FORMAT,
         "command": run.command,
         "dataset": config.dataset.name,
         "scheme": config.validation.scheme,
         "monitor": monitor,
         "mode": mode,
-        "main_metric": _main_metric(config),
+        "main_metric": next(iter(outputs.values()))["main_metric"],
+        "outputs": outputs,
     }
     stop = next((r.get("stop_reason") for r in results if r.get("stop_reason")), None)
     metrics["stop_reason"] = stop
@@ -531,10 +631,12 @@ def _train_all(config: Config, data: Data, splits: list[Split], run: runs.Run, o
         final_started = time.perf_counter()
         everything = np.arange(n_rows(data.x_train))
         whole = Split("final", 0, 0, everything, np.arange(0))
+        if record is not None and (run.path / "best.keras").exists():  # the hold-out model's own
+            run.write_json("best_preprocessing.json", _preprocessing_file(record, ["best.keras"]))
         result = fit_split(config, data, whole, run, observer, "final_history.csv", epochs=epochs)
-        model, pre = result.pop("_model"), result.pop("_pre")
+        model, pre, record = result.pop("_model"), result.pop("_pre"), result.pop("preprocessing")
         metrics["final_model"] = {"epochs": epochs, "n_train": len(everything),
-                                  "train": result["train"]["final"]}
+                                  "train": result["train"]["last"]}
         metrics["durations"]["final_s"] = round(time.perf_counter() - final_started, 3)
     else:
         metrics["final_model"] = None
@@ -546,57 +648,131 @@ def _train_all(config: Config, data: Data, splits: list[Split], run: runs.Run, o
             ds = to_tf_dataset(x_te, y_te, max(config.training.batch_size, EVAL_BATCH))
             metrics["test"] = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
         model.save(run.file("model.keras"))
+        also = ["best.keras"] if record["fitted_on"]["split"] != "final" and (run.path / "best.keras").exists() else []
+        run.write_json("preprocessing.json", _preprocessing_file(record, ["model.keras", *also]))
         run.write_text("summary.txt", _summary(model))
-    metrics["baseline"] = _baseline(config, data, splits, metrics)
+    baselines = _baselines(data, splits, metrics)
+    metrics["baseline"] = next(iter(baselines.values()), None)
+    metrics["baselines"] = baselines
     metrics["diagnostics"] = _diagnostics(run, results, metrics, is_kfold)
     return metrics
 
 
-def _main_metric(config: Config) -> str:
-    metrics = config.compile.metrics
-    first = (next(iter(metrics.values()), [None]) or [None])[0] if isinstance(metrics, dict) else (metrics or [None])[0]
-    if not first:
-        return "loss"
-    return "accuracy" if first["name"] in ("acc", "accuracy") else first["name"]
+def _output_names(config: Config, data: Data) -> list[str]:
+    """The model's outputs in order: `model.outputs`, else the data's targets, else the last layer."""
+    if isinstance(data.task, dict):
+        order = [o for o in config.model.outputs or [] if o in data.task]
+        return order + [o for o in data.task if o not in order]
+    if config.model.outputs:
+        return list(config.model.outputs[:1])
+    last = config.model.layers[-1] if config.model.layers else {}
+    return [last.get("name") or f"layer_{len(config.model.layers) - 1}"]
 
 
-def _summary(model) -> str:
+def _metric_log_names(spec: dict) -> list[str]:
+    """The names Keras may log a configured metric under, before any output prefix: the name as
+    written (`mae`, `acc`) or, for a class, its snake-case name (`AUC` -> `auc`)."""
+    name = str(spec.get("name", ""))
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)).lower()
+    return list(dict.fromkeys(n for n in (name, snake) if n))
+
+
+def _main_metric(config: Config, output: str, prefix: str, logged: set[str]) -> str:
+    """An output's main metric as Keras logs it (without `val_`): its first configured metric, else
+    its loss (`loss` for a single output, `price_loss` for output price of several)."""
+    spec = config.compile.metrics
+    items = (spec.get(output) if isinstance(spec, dict) else spec) or []
+    for item in items:
+        for name in _metric_log_names(item):
+            if not logged or prefix + name in logged:
+                return prefix + name
+    if items:  # a metric logged under a name of its own: the first such name of this output
+        found = sorted(k for k in logged if k.startswith(prefix) and not k.endswith("loss"))
+        if found:
+            return found[0]
+    return f"{prefix}loss"
+
+
+def _outputs(config: Config, data: Data, results: list[dict]) -> dict[str, dict]:
+    """Every output's main metric and task, in the model's output order (format.md: outputs)."""
+    names = _output_names(config, data)
+    logged: set[str] = set()
+    for r in results[:1]:
+        for part in ("validation", "train"):
+            logged.update(_upgrade_parts(r.get(part) or {}).get("last") or {})
+    tasks = data.task if isinstance(data.task, dict) else {names[0]: data.task}
+    return {out: {"main_metric": _main_metric(config, out, f"{out}_" if len(names) > 1 else "", logged),
+                  "task": tasks.get(out)} for out in names}
+
+
+def _upgrade_parts(part: dict) -> dict:
+    """A fold's validation/train dict in format 2: format 1 called the last epoch `final`."""
+    if "final" in part and "last" not in part:
+        part = {("last" if k == "final" else k): v for k, v in part.items()}
+    return part
+
+
+def _summary(model, width: int = 100) -> str:
+    """Keras' model summary at a fixed width: Keras sizes its table by the terminal, which cut
+    columns off with --quiet, in a pipe or in a narrow window (COLUMNS)."""
     lines: list[str] = []
-    model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=100)
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width + 20)  # the width rich gives the console it prints the table on
+    try:
+        model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=width)
+    finally:
+        if saved is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved
     import re
 
     return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines)) + "\n"
 
 
 def _aggregate(config: Config, results: list[dict], mode: str) -> dict:
+    """The K-fold aggregates (format.md). The score is the mean over folds at the best epoch of the
+    averaged validation curve (smoothed when smoothing is on), with the std across folds at that same
+    epoch: the epoch the final model uses, chosen once for all folds. Each fold's own best epoch is
+    a selection on that fold's validation data, so the mean of those is optimistic; it stays in
+    `folds` as per-fold detail only."""
     folds = []
     for r in sorted(results, key=lambda r: (r["repeat"], r["fold"])):
-        folds.append({k: r[k] for k in ("id", "repeat", "fold", "n_train", "n_val", "seed", "epochs_run",
-                                        "best_epoch", "validation", "train", "duration_s") if k in r})
+        fold = {k: r[k] for k in ("id", "repeat", "fold", "n_train", "n_val", "seed", "epochs_run",
+                                  "best_epoch", "validation", "train", "duration_s") if k in r}
+        for part in ("validation", "train"):  # folds finished before an upgrade (resume)
+            if part in fold:
+                fold[part] = _upgrade_parts(fold[part])
+        folds.append(fold)
     out: dict[str, Any] = {
         "folds": folds,
         "preprocessing": "fitted on each fold's training part only: folds/<id>/preprocessing.json",
     }
-    validation = {}
-    for which in ("final", "best"):
-        mean, std = diagnostics.aggregate([f["validation"][which] for f in folds])
-        validation[which], validation[f"{which}_std"] = mean, std
-    out["validation"] = validation
-    train_mean, _ = diagnostics.aggregate([f["train"]["final"] for f in folds])
-    out["train"] = {"final": train_mean}
-    out["epochs_run"] = max(f["epochs_run"] for f in folds)
     curves = [r["_curve"] for r in results]
     mean, std = mean_curve(curves)
     smoothing = config.validation.smoothing
     curve: dict[str, Any] = {"metric": config.validation.monitor, "mean": mean.tolist(), "std": std.tolist(),
                              "smoothed": None}
-    best = diagnostics.best_epoch(mean.tolist(), mode)
-    if smoothing is not None:
+    finite = bool(np.isfinite(mean).any())
+    best = diagnostics.best_epoch(mean.tolist(), mode) if finite else None
+    if smoothing is not None and finite:
         skip = smoothing.skip if len(mean) > smoothing.skip else 0
         smoothed = diagnostics.ema(mean[skip:].tolist(), smoothing.factor)
         curve.update(smoothed=smoothed, skip=skip, factor=smoothing.factor)
         best = diagnostics.best_epoch(smoothed, mode) + skip
     curve["best_epoch"] = best
+    histories = [r["_curves"] for r in results]
+    validation: dict[str, Any] = {"best": {}, "best_std": {}}
+    if best is not None:
+        validation["best"], validation["best_std"] = diagnostics.at_epoch(histories, best)
+    validation["last"], validation["last_std"] = diagnostics.aggregate(
+        [f.get("validation", {}).get("last", {}) for f in folds])
+    validation["best_epoch_source"] = "mean_curve"
+    out["validation"] = validation
+    train_last, _ = diagnostics.aggregate([f.get("train", {}).get("last", {}) for f in folds])
+    out["train"] = {"last": train_last,
+                    "best": diagnostics.at_epoch(histories, best, validation=False)[0] if best else {}}
+    out["epochs_run"] = max(f["epochs_run"] for f in folds)
     out["curve"] = curve
     out["best_epoch"] = best
     out["curves"] = {key: mean_curve([r["_curves"][key] for r in results])[0].tolist()
@@ -604,20 +780,49 @@ def _aggregate(config: Config, results: list[dict], mode: str) -> dict:
     return out
 
 
-def _baseline(config: Config, data: Data, splits: list[Split], metrics: dict) -> dict | None:
-    task = _first_task(data)
-    y = next(iter(data.y_train.values())) if isinstance(data.y_train, dict) else data.y_train
-    y_test = data.y_test
-    if isinstance(y_test, dict):
-        y_test = next(iter(y_test.values()))
-    metric = "accuracy" if task != "regression" else ("mae" if "mae" in str(metrics.get("main_metric")) else "mse")
-    main = metrics.get("main_metric")
-    key = "best" if metrics.get("best_epoch") else "final"
-    model_value = metrics.get("validation", {}).get(key, {}).get(main if main in ("accuracy", "mae", "mse") else metric)
+def _baselines(data: Data, splits: list[Split], metrics: dict) -> dict[str, dict]:
+    """The common-sense baseline of every output (format.md: baselines), in output order."""
+    outputs = metrics.get("outputs") or {}
+    several = len(outputs) > 1
+    result = {}
+    for out, info in outputs.items():
+        y, y_test = (ys.get(out) if isinstance(ys, dict) else ys for ys in (data.y_train, data.y_test))
+        baseline = _baseline(info.get("task"), y, y_test, splits, metrics, info["main_metric"],
+                             f"{out}_" if several else "")
+        if several and "error" not in baseline:
+            baseline = {"output": out, **baseline}
+        result[out] = baseline
+    return result
+
+
+def _model_key(task: str, main: str, prefix: str, logged: dict) -> tuple[str | None, str]:
+    """The logged metric the baseline is compared with, and the baseline metric it measures: the main
+    metric when it is accuracy/mae/mse, else another such metric of the same output."""
+    metric = diagnostics.comparable_metric(task, main.removeprefix(prefix))
+    if metric is not None:
+        return main, metric
+    for key in logged:
+        name = key.removeprefix(prefix) if prefix and key.startswith(prefix) else (None if prefix else key)
+        metric = diagnostics.comparable_metric(task, name) if name else None
+        if metric is not None:
+            return key, metric
+    return None, "accuracy" if task != "regression" else "mae"
+
+
+def _baseline(task: str, y: Any, y_test: Any, splits: list[Split], metrics: dict, main: str,
+              prefix: str) -> dict:
+    validation = metrics.get("validation", {})
+    scores = validation.get("best") if metrics.get("best_epoch") else validation.get("last")
+    scores = scores or {}
+    model_key, metric = _model_key(task, main, prefix, scores)
+    model_value = scores.get(model_key) if model_key else None
     try:
-        per_split = [diagnostics.baseline(task, y[s.train_idx], y[s.val_idx],
-                                          y_test if s is splits[0] else None,
-                                          model_value=model_value, metric=metric) for s in splits]
+        y = np.asarray(y)
+        per_split = [diagnostics.baseline(task, y[s.train_idx], y[s.val_idx], model_value=model_value,
+                                          metric=metric) for s in splits]
+        if y_test is not None and len(y_test):  # fitted on the rows the tested model was trained on
+            fitted_on = np.arange(len(y)) if metrics.get("final_model") else splits[0].train_idx
+            per_split[0]["test"] = diagnostics.baseline(task, y[fitted_on], y_test, metric=metric)["validation"]
     except Exception as exc:  # a baseline never fails a run
         return {"error": f"{type(exc).__name__}: {exc}"}
     result = dict(per_split[0])
@@ -629,9 +834,8 @@ def _baseline(config: Config, data: Data, splits: list[Split], metrics: dict) ->
             sign = 1 if metric == "accuracy" else -1
             result["margin"] = sign * (model_value - result["value"])
             result["beats"] = result["margin"] > 0
-    if metrics.get("test") and result.get("test"):
-        test_value = metrics["test"].get(metric) if metric != "accuracy" else metrics["test"].get(main)
-        result["test_model"] = test_value
+    if metrics.get("test") and result.get("test") and model_key:
+        result["test_model"] = metrics["test"].get(model_key)
     return result
 
 
@@ -662,7 +866,7 @@ def _fold_done(run: runs.Run, split: Split) -> dict | None:
 def _fold_result(config: Config, data: Data, split: Split, run: runs.Run, observer: Observer) -> dict:
     result = fit_split(config, data, split, run, observer, f"folds/{split.id}/history.csv")
     result.pop("_model"), result.pop("_pre")
-    run.write_json(f"folds/{split.id}/preprocessing.json", result.pop("preprocessing"))
+    run.write_json(f"folds/{split.id}/preprocessing.json", _preprocessing_file(result.pop("preprocessing"), []))
     run.write_json(f"folds/{split.id}/metrics.json", result)
     observer.split_end(split.id, result)
     return result

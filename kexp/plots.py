@@ -10,14 +10,22 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from kexp import runs
-from kexp.errors import RunError
+from kexp.errors import RunError, close_matches
 
 MAX_LEGEND = 20  # a comparison of more runs than this lists the first ones only
+NOT_METRICS = frozenset({"epoch", "learning_rate", "lr"})  # history.csv columns that are no metric's curve
+_ALIASES = {"acc": "accuracy", "accuracy": "acc"}  # Keras logs `acc` when compiled as "acc"
+
+
+class PlotError(RunError):
+    """A `--plot` metric that no run has a curve of: a usage error."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -113,10 +121,18 @@ def _pyplot():
 
 
 # --------------------------------------------------------------------------- one run
+def metric_names(columns) -> list[str]:
+    """The metrics that history columns have curves of, without `val_`, in column order: `loss`,
+    `price_loss`, `price_mae`, `band_accuracy`... (learning_rate is not a metric)."""
+    names = (c.removeprefix("val_") for c in columns)
+    return list(dict.fromkeys(n for n in names if n and n not in NOT_METRICS))
+
+
 def learning_curves(run_path: str | Path) -> list[Path]:
-    """Write `plots/loss.png` (training vs validation loss per epoch) and `plots/<main metric>.png`
-    into a run folder; K-fold runs show the mean over folds with a ±std band, and the smoothed
-    curve when metrics.json has `curve.smoothed`. Returns the files written; never raises."""
+    """Write `plots/<metric>.png` into a run folder for every metric in its history, loss first
+    (training vs validation per epoch; with several outputs, each output's loss and metrics); K-fold
+    runs show the mean over folds with a ±std band, and the smoothed curve when metrics.json has
+    `curve.smoothed`. Returns the files written; never raises."""
     written: list[Path] = []
     try:
         record = runs.read_run(run_path)
@@ -124,20 +140,18 @@ def learning_curves(run_path: str | Path) -> list[Path]:
         if not curves.mean:
             return written
         metrics = record.metrics or {}
-        main = metrics.get("main_metric")
-        if not isinstance(main, str) or main not in curves.mean and f"val_{main}" not in curves.mean:
-            main = next((c for c in curves.mean if not c.startswith("val_") and c != "loss"), None)
+        names = metric_names(curves.mean)
         run = runs.Run(path=Path(run_path), command=record.command or "")
-        for metric in dict.fromkeys(m for m in ("loss", main) if m):
+        for metric in sorted(names, key=lambda name: name != "loss"):
             try:
                 data = _learning_figure(curves, metric, metrics)
                 if data is not None:
                     target = run.file("plots", f"{_file_name(metric)}.png")
                     runs.atomic_write(target, data)
                     written.append(target)
-            except Exception:  # noqa: BLE001 - one failed figure must not stop the other
+            except Exception:  # noqa: BLE001, S112 - one failed figure must not stop the other
                 continue
-    except Exception:  # noqa: BLE001 - plotting can never fail a run
+    except Exception:  # noqa: BLE001, S110 - plotting can never fail a run
         pass
     return written
 
@@ -185,40 +199,65 @@ def _learning_figure(curves: Curves, metric: str, metrics: dict) -> bytes | None
 
 
 # --------------------------------------------------------------------------- several runs
+def plot_metric(records: Sequence[runs.RunRecord], metric: str) -> str:
+    """The metric that `--plot METRIC` names, as the runs' histories call it (without `val_`):
+    `val_acc` -> `accuracy`, `mae` -> `price_mae` when only the output `price` has one. Raises
+    PlotError (with the close names) when no run has its curve."""
+    return _resolve([read_curves(record) for record in records], metric)
+
+
+def _resolve(all_curves: Sequence[Curves], metric: str) -> str:
+    columns = list(dict.fromkeys(c for curves in all_curves for c in curves.mean))
+    names = metric_names(columns)
+    wanted = metric.strip().removeprefix("val_")
+    for name in (wanted, _ALIASES.get(wanted)):
+        if name in names:
+            return name
+    suffixed = [n for n in names if n.endswith(f"_{wanted}") or _ALIASES.get(wanted) and n.endswith(f"_{_ALIASES[wanted]}")]
+    if len(suffixed) == 1:
+        return suffixed[0]
+    if len(suffixed) > 1:
+        raise PlotError(f"--plot {metric}: several outputs have it; choose one of: {', '.join(suffixed)}")
+    found = sorted(c for c in columns if c.startswith("val_") and c.removeprefix("val_") in names)
+    raise PlotError(f"--plot {metric}: none of the {len(all_curves)} runs has a val_{wanted} curve; found: "
+                    f"{', '.join(found) or 'no curves'}{close_matches(wanted, names)}")
+
+
 def compare_plot(records: Sequence[runs.RunRecord], metric: str, out_path: str | Path, *,
                  labels: Sequence[str] | None = None) -> Path:
-    """One PNG overlaying the validation curve `val_<metric>` of several runs (K-fold: the mean over
-    folds, with a faint ±std band). Runs without that curve are left out; raises RunError when none
-    has it."""
-    column = metric if metric.startswith("val_") else f"val_{metric}"
+    """One PNG overlaying a metric's curves of several runs: validation solid, training dashed in the
+    same colour (K-fold: the means over folds, with a faint ±std band around validation). `metric` is
+    resolved by `plot_metric` (`val_acc` works). Runs without the curve are left out; raises PlotError
+    when none has it."""
+    all_curves = [read_curves(record) for record in records]
+    name = _resolve(all_curves, metric)
+    column = f"val_{name}"
     labels = list(labels) if labels is not None else [r.name for r in records]
     found: list[tuple[str, Curves]] = []
-    seen_columns: set[str] = set()
-    for record, label in zip(records, labels):
-        curves = read_curves(record)
-        seen_columns.update(curves.mean)
-        if curves.mean.get(column):
+    for curves, label in zip(all_curves, labels):
+        if curves.mean.get(column) or curves.mean.get(name):
             found.append((label, curves))
-    if not found:
-        available = sorted(c for c in seen_columns if c.startswith("val_"))
-        raise RunError(f"--plot {metric}: none of the {len(records)} runs has a {column} curve; "
-                       f"found: {', '.join(available) or 'no curves'}")
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 5))
     try:
         for index, (label, curves) in enumerate(found):
-            values = curves.mean[column]
-            epochs = curves.epochs[: len(values)]
-            shown = label if index < MAX_LEGEND else None
-            line, = axes.plot(epochs, values[: len(epochs)], "-", label=shown, linewidth=1.2)
-            std = curves.std.get(column)
-            if std:
-                axes.fill_between(epochs, [m - s for m, s in zip(values, std)][: len(epochs)],
-                                  [m + s for m, s in zip(values, std)][: len(epochs)], color=line.get_color(),
-                                  alpha=0.12)
+            color = None
+            for key, style in ((column, "-"), (name, "--")):
+                values = curves.mean.get(key)
+                if not values:
+                    continue
+                epochs = curves.epochs[: len(values)]
+                shown = label if index < MAX_LEGEND and (style == "-" or not curves.mean.get(column)) else None
+                line, = axes.plot(epochs, values[: len(epochs)], style, label=shown, linewidth=1.2 if style == "-" else 0.9,
+                                  color=color)
+                color = line.get_color()
+                std = curves.std.get(key)
+                if std and style == "-":
+                    axes.fill_between(epochs, [m - s for m, s in zip(values, std)][: len(epochs)],
+                                      [m + s for m, s in zip(values, std)][: len(epochs)], color=color, alpha=0.12)
         axes.set_xlabel("epoch")
-        axes.set_ylabel(column)
-        title = f"{column} of {len(found)} run{'s' if len(found) != 1 else ''}"
+        axes.set_ylabel(name)
+        title = f"{name}: validation (solid), training (dashed) of {len(found)} run{'s' if len(found) != 1 else ''}"
         if len(found) > MAX_LEGEND:
             title += f" (legend: first {MAX_LEGEND})"
         axes.set_title(title)

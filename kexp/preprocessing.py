@@ -1,7 +1,8 @@
 """Feature and label preprocessing: fitted on a training part only, then applied to any part.
 
-`Preprocessor.fit(x_train)` computes every statistic (standardization mean/std) from the rows it is
-given — a fold's training rows, never its validation rows — and `transform` applies them. Integer
+`Preprocessor.fit(x_train)` computes every statistic (imputed values for missing cells, the categories
+of categorical columns, standardization mean/std) from the rows it is given — a fold's training rows,
+never its validation rows — and `transform` applies them; `fitted()` lists them for the run folder. Integer
 sequences are turned into multi-hot vectors lazily, one batch at a time inside the tf.data pipeline
 (`MultiHot`), so a 25,000 x 10,000 matrix is never held in memory. `to_tf_dataset` builds that
 pipeline once per fit, so Keras does not re-adapt NumPy arrays every epoch.
@@ -16,6 +17,7 @@ import numpy as np
 
 from kexp.config import Config
 from kexp.datasets import Data, Ragged
+from kexp.errors import DataError
 
 CATEGORICAL_LOSSES = {"categorical_crossentropy", "categoricalcrossentropy", "categorical_focal_crossentropy",
                       "categoricalfocalcrossentropy", "categorical_hinge", "categoricalhinge",
@@ -99,13 +101,108 @@ def pad_sequences(seqs: Ragged, maxlen: int, padding: str = "pre", truncating: s
     return out
 
 
+class Table:
+    """A tabular input's imputation and one-hot encoding, fitted on training rows.
+
+    Missing cells (NaN in numeric columns, None in categorical ones) are filled with scikit-learn's
+    `SimpleImputer` (`strategy` mean or most_frequent for numeric columns; categorical columns always
+    take their most frequent category); categorical columns are one-hot encoded by `OneHotEncoder`
+    (`handle_unknown="ignore"`: a category not seen in the training rows encodes as all zeros), each
+    column's block in the column's place.
+    """
+
+    def __init__(self, width: int, categorical: list[int], strategy: str | None, names: list[str]):
+        self.categorical = list(categorical)
+        self.numeric = [i for i in range(width) if i not in set(categorical)]
+        self.strategy = strategy
+        self.names = names
+        self.n_samples = 0
+        self.numeric_imputer = self.categorical_imputer = self.encoder = None
+
+    def fit(self, array: np.ndarray) -> Table:
+        from sklearn.impute import SimpleImputer
+        from sklearn.preprocessing import OneHotEncoder
+
+        self.n_samples = len(array)
+        numbers, categories = self._parts(array)
+        if self.strategy and self.numeric:
+            self.numeric_imputer = SimpleImputer(strategy=self.strategy, keep_empty_features=True).fit(numbers)
+        if self.strategy and self.categorical:
+            self.categorical_imputer = SimpleImputer(strategy="most_frequent", missing_values=None,
+                                                     keep_empty_features=True).fit(categories)
+        if self.categorical:
+            if self.categorical_imputer is not None:
+                categories = self.categorical_imputer.transform(categories)
+            self.encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False,
+                                         dtype=np.float32).fit(categories.astype(str))
+        return self
+
+    def _parts(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        array = np.asarray(array)
+        numbers = array[:, self.numeric].astype("float64")
+        categories = array[:, self.categorical].astype(object) if self.categorical else None
+        return numbers, categories
+
+    @property
+    def one_hot(self) -> np.ndarray:
+        """For each output column, whether it belongs to a one-hot block."""
+        flags = []
+        for column in range(len(self.numeric) + len(self.categorical)):
+            if column in self.categorical:
+                flags += [True] * len(self.encoder.categories_[self.categorical.index(column)])
+            else:
+                flags.append(False)
+        return np.array(flags, dtype=bool)
+
+    def transform(self, array: np.ndarray) -> np.ndarray:
+        numbers, categories = self._parts(array)
+        if self.numeric_imputer is not None:
+            numbers = self.numeric_imputer.transform(numbers)
+        if self.encoder is None:
+            return numbers.astype("float32")
+        if self.categorical_imputer is not None:
+            categories = self.categorical_imputer.transform(categories)
+        encoded = self.encoder.transform(categories.astype(str))
+        widths = [len(c) for c in self.encoder.categories_]
+        starts = np.concatenate([[0], np.cumsum(widths)])
+        pieces = []
+        for column in range(len(self.numeric) + len(self.categorical)):
+            if column in self.categorical:
+                j = self.categorical.index(column)
+                pieces.append(encoded[:, starts[j]:starts[j + 1]])
+            else:
+                pieces.append(numbers[:, [self.numeric.index(column)]].astype("float32"))
+        return np.concatenate(pieces, axis=1).astype("float32", copy=False)
+
+    def fitted(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.numeric_imputer is not None or self.categorical_imputer is not None:
+            filled = {}
+            if self.numeric_imputer is not None:
+                filled.update(zip([self.names[i] for i in self.numeric],
+                                  np.asarray(self.numeric_imputer.statistics_, dtype="float64").tolist()))
+            if self.categorical_imputer is not None:
+                filled.update(zip([self.names[i] for i in self.categorical],
+                                  [str(v) for v in self.categorical_imputer.statistics_]))
+            out["imputed"] = {"strategy": self.strategy,
+                              "values": {name: filled[name] for name in self.names if name in filled}}
+        if self.encoder is not None:
+            out["one_hot"] = {self.names[i]: [str(c) for c in cats]
+                              for i, cats in zip(self.categorical, self.encoder.categories_)}
+        return out
+
+
 class Preprocessor:
-    """Feature steps (sequence encoding, scale, flatten, standardize) and label encoding."""
+    """Feature steps (imputation, one-hot, sequence encoding, scale, channel axis, flatten,
+    standardize) and label encoding."""
 
     def __init__(self, config: Config, data: Data):
         self.spec = config.preprocessing
         self.data = data
+        missing = getattr(config.dataset, "missing", "error")
+        self.strategy = missing if missing in ("mean", "most_frequent") else None
         self.stats: dict[str, dict[str, Any]] = {}
+        self.tables: dict[str, Table] = {}
         self.label_encodings = self._label_encodings(config, data)
 
     @staticmethod
@@ -126,28 +223,60 @@ class Preprocessor:
     # ---------------------------------------------------------------- features
     def fit(self, x: Any) -> "Preprocessor":
         """Fit every statistic on `x`, the training part only."""
-        self.stats = {}
-        if self.spec.standardize:
-            for key, array in _items(x):
-                dense = self._numeric(array)
+        self.stats, self.tables = {}, {}
+        for key, array in _items(x):
+            categorical = (self.data.categorical or {}).get(key, [])
+            tabular = not isinstance(array, Ragged) and np.ndim(array) == 2
+            if tabular and (categorical or self.strategy):
+                self.tables[key] = Table(np.shape(array)[1], categorical, self.strategy,
+                                         self._column_names(key, np.shape(array)[1])).fit(array)
+            if self.spec.standardize:
+                dense = self._numeric(key, array)
                 mean = dense.mean(axis=0, dtype="float64")
                 std = dense.std(axis=0, dtype="float64")
                 std[std == 0] = 1.0
+                if key in self.tables and self.tables[key].encoder is not None:
+                    one_hot = self.tables[key].one_hot  # 0/1 columns stay 0/1 (unknown: all zeros)
+                    mean[one_hot], std[one_hot] = 0.0, 1.0
                 self.stats[key] = {"mean": mean.astype("float32"), "std": std.astype("float32"),
                                    "n_samples": int(len(dense))}
+            elif self.spec.channels_last and not isinstance(array, Ragged):
+                self._numeric(key, array[:1])  # the shape check
         return self
+
+    def _column_names(self, key: str, width: int) -> list[str]:
+        """The names of an input's columns (feature_names is every input's, in input order)."""
+        names = self.data.feature_names
+        if names is not None:
+            start = 0
+            for other, array in _items(self.data.x_train):
+                size = np.shape(array)[1] if np.ndim(array) == 2 else 0
+                if other == key and size == width:
+                    return list(names[start:start + width])
+                start += size
+        return [str(i) for i in range(width)]
 
     def transform(self, x: Any) -> Any:
         if isinstance(x, dict):
             return {key: self._transform_one(key, array) for key, array in x.items()}
         return self._transform_one("x", x)
 
-    def _numeric(self, array: Any) -> np.ndarray:
+    def _numeric(self, key: str, array: Any) -> np.ndarray:
         if isinstance(array, Ragged):
             return array  # type: ignore[return-value]
-        out = np.asarray(array, dtype="float32")
+        table = self.tables.get(key)
+        out = table.transform(array) if table is not None else np.asarray(array, dtype="float32")
         if self.spec.scale is not None:
             out = out * np.float32(self.spec.scale)
+        if self.spec.channels_last:
+            if out.ndim != 3:
+                what = "has a channel axis already" if out.ndim == 4 else "is not an image"
+                name = "" if key == "x" else f" {key!r}"
+                raise DataError(
+                    f"preprocessing.channels_last: adds a channel axis to (n, height, width) images; "
+                    f"input{name} has shape {out.shape[1:]} per sample, which {what}; remove it"
+                )
+            out = out[..., np.newaxis]
         if self.spec.flatten:
             out = out.reshape(len(out), -1)
         return out
@@ -158,18 +287,23 @@ class Preprocessor:
                 return MultiHot(array, self.spec.multi_hot)
             pad = self.spec.pad_sequences
             return pad_sequences(array, pad.maxlen, pad.padding, pad.truncating, pad.value)
-        out = self._numeric(array)
+        out = self._numeric(key, array)
         stats = self.stats.get(key)
         if stats is not None:
             out = (out - stats["mean"]) / stats["std"]
         return out
 
     def fitted(self) -> dict:
-        """What was fitted, for the run folder (proof that statistics came from training rows)."""
-        return {
-            key: {"n_samples": s["n_samples"], "mean": s["mean"].tolist(), "std": s["std"].tolist()}
-            for key, s in self.stats.items()
-        }
+        """What was fitted, for the run folder (proof that statistics came from training rows), per
+        input: n_samples; `imputed` {strategy, values: column -> fill value}; `one_hot`
+        {column: categories in block order}; standardization `mean`/`std` (per model-input column)."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, table in self.tables.items():
+            out[key] = {"n_samples": table.n_samples, **table.fitted()}
+        for key, s in self.stats.items():
+            out.setdefault(key, {}).update(n_samples=s["n_samples"], mean=s["mean"].tolist(),
+                                           std=s["std"].tolist())
+        return out
 
     # ---------------------------------------------------------------- labels
     def labels(self, y: Any) -> Any:

@@ -7,6 +7,15 @@ folders are read through `kexp.runs` only. Nothing here imports TensorFlow, nump
 A comparison is built in this order: find run folders -> read them (unreadable ones become
 warnings) -> `--where` filters -> `--last N` most recent -> the config keys that differ between the
 runs left -> `--sort` -> `--columns`.
+
+metrics.json is read in format 2 (`"format": 2`: `last` is the last epoch, `outputs`, `baselines`) and in
+format 1 (no `format`: the last epoch is called `final`), which `normalize_metrics` turns into format 2's
+shape. "final" now means only the retrained model (`final_model`). A run without metrics.json (interrupted,
+still running) is summarised from the files it has: history.csv, or the finished folds'
+folds/<id>/metrics.json and history.csv.
+
+Config values come from config.json, which the run wrote with Keras' own argument defaults filled in
+(Adam's learning_rate 0.001), so a default shows as the value the run used.
 """
 
 from __future__ import annotations
@@ -16,10 +25,11 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from kexp import runs
 from kexp.diagnostics import metric_mode
@@ -40,8 +50,13 @@ class UsageError(KexpError):
 @dataclass(frozen=True)
 class Column:
     key: str  # what --columns/--sort/--where use, and the CSV/JSON field name
-    header: str  # the table's short header
+    header: str  # the table's short header, on one or two lines
     help: str = ""
+    title: str = ""  # the one-line header of markdown tables (default: the header on one line)
+
+    @property
+    def long(self) -> str:
+        return self.title or self.header.replace("\n", " ")
 
 
 # The built-in columns, in default order. `metric` is shown by default only when runs differ in it.
@@ -51,24 +66,71 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
     Column("dataset", "dataset", "dataset name"),
     Column("scheme", "scheme", "holdout or kfold"),
     Column("status", "status", "completed, running, failed, interrupted or incomplete (process gone)"),
-    Column("epochs", "ep", "epochs run (K-fold: the longest fold)"),
-    Column("best_epoch", "best", "best epoch of the monitored metric (K-fold: of the mean curve)"),
-    Column("metric", "metric", "the main metric: the first compiled metric, else loss"),
+    Column("epochs", "ep", "epochs run (K-fold: the longest fold)", "epochs"),
+    Column("best_epoch", "best", "best epoch of the monitored metric (K-fold: of the mean curve)", "best epoch"),
+    Column("metric", "metric", "the main metric: the first compiled metric of the first output, else loss"),
     Column("val_best", "val\nbest", "validation main metric at the best epoch (K-fold: mean ± std)"),
-    Column("val_final", "val\nend", "validation main metric at the last epoch (K-fold: mean ± std)"),
-    Column("test", "test", "test main metric"),
-    Column("chance", "chan\nce", "classification: expected accuracy of guessing with the class frequencies"),
+    Column("val_last", "val\nlast", "validation main metric at the last epoch (K-fold: mean ± std); "
+                                    "val_final is accepted as another name"),
+    Column("test", "test", "test main metric (of the final model when there is one)"),
+    Column("chance", "chance", "classification: expected accuracy of guessing with the class frequencies"),
     Column("baseline", "base\nline", "the strongest common-sense baseline on validation (majority class, "
-                                     "chance, or predicting the training mean)"),
+                                     "chance, or predicting the training mean)", "baseline"),
     Column("margin", "margin", "model - baseline, positive when the model is better"),
     Column("duration", "time", "total run time"),
     Column("started", "started", "start time (UTC)"),
     Column("path", "path", "the run folder"),
 )}
 DEFAULT_COLUMNS = ("run", "command", "dataset", "scheme", "status", "epochs", "best_epoch", "metric",
-                   "val_best", "val_final", "test", "chance", "baseline", "margin", "duration")
-_MAIN_METRIC_COLUMNS = ("val_best", "val_final", "test", "chance", "baseline")
-_METRIC_KEY = re.compile(r"^(?:(?P<part>val|test|train)_)?(?P<name>[A-Za-z0-9_]+?)(?:@(?P<at>best|final))?$")
+                   "val_best", "val_last", "test", "chance", "baseline", "margin", "duration")
+_MAIN_METRIC_COLUMNS = ("val_best", "val_last", "test", "chance", "baseline")
+_METRIC_KEY = re.compile(r"^(?:(?P<part>val|test|train)_)?(?P<name>[A-Za-z0-9_]+?)(?:@(?P<at>best|last|final))?$")
+NOT_METRICS = frozenset({"learning_rate", "lr"})  # logged by ReduceLROnPlateau & co; kept in history.csv only
+
+
+def canonical_key(key: str) -> str:
+    """The key under its current name: `val_final` -> `val_last`, `loss@final` -> `loss@last` (format 1
+    called the last epoch "final")."""
+    key = key.strip()
+    if key == "val_final":
+        return "val_last"
+    return key[: -len("@final")] + "@last" if key.endswith("@final") else key
+
+
+def normalize_metrics(metrics: Any) -> dict:
+    """metrics.json in format 2's shape: format 1's last-epoch dicts (`final`, `final_std`, in
+    validation, train and every fold) renamed `last`/`last_std`; `learning_rate` left out of every
+    metric dict. The input is not changed."""
+    if not isinstance(metrics, dict):
+        return {}
+    old = metrics.get("format") is None
+    out = dict(metrics)
+    for section in ("validation", "train"):
+        if isinstance(metrics.get(section), dict):
+            out[section] = _renamed(metrics[section], old)
+    if isinstance(metrics.get("test"), dict):
+        out["test"] = _metric_dict(metrics["test"])
+    folds = metrics.get("folds")
+    if isinstance(folds, list):
+        out["folds"] = [dict(fold, **{s: _renamed(fold[s], old) for s in ("validation", "train")
+                                      if isinstance(fold.get(s), dict)}) if isinstance(fold, dict) else fold
+                        for fold in folds]
+    return out
+
+
+def _renamed(section: dict, old: bool) -> dict:
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if old and key in ("final", "final_std"):
+            key = "last" + key[len("final"):]
+        out[key] = _metric_dict(value) if isinstance(value, dict) else value
+    return out
+
+
+def _metric_dict(values: dict) -> dict:
+    if not NOT_METRICS.intersection(values):
+        return values
+    return {k: v for k, v in values.items() if k not in NOT_METRICS}
 
 
 # --------------------------------------------------------------------------- one run as a row
@@ -80,6 +142,7 @@ class RunRow:
     fields: dict[str, Any] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] | None = None  # dotted key -> value, lists flattened by index
+    metrics: dict = field(default_factory=dict)  # metrics.json in format 2's shape (or a partial summary)
 
     @property
     def path(self) -> Path:
@@ -92,7 +155,7 @@ class RunRow:
             return self.fields[key], self.std.get(key)
         if self.config is not None and key in self.config:
             return self.config[key], None
-        return _metric_value(self.record.metrics or {}, key)
+        return _metric_value(self.metrics, key)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -144,11 +207,11 @@ def _metric_value(metrics: dict, key: str) -> tuple[Any, float | None]:
     part, name, at = match["part"] or "val", match["name"], match["at"]
     if part == "test":
         return _number(_get(metrics, "test", name)), None
-    at = at or ("final" if part == "train" else "best")
+    at = "last" if at == "final" else at or ("last" if part == "train" else "best")
     section = "validation" if part == "val" else "train"
     value = _number(_get(metrics, section, at, name))
     if value is None and part == "train" and at == "best":
-        value = _number(_get(metrics, section, "final", name))
+        value = _number(_get(metrics, section, "last", name))
     return value, _number(_get(metrics, section, f"{at}_std", name))
 
 
@@ -170,16 +233,29 @@ def _parse_time(text: Any) -> datetime | None:
 
 def _main_metric(metrics: dict, config: dict | None) -> str:
     main = metrics.get("main_metric")
-    if isinstance(main, str) and main:
+    if not isinstance(main, str) or not main:
+        compiled = _get(config, "compile", "metrics")
+        if isinstance(compiled, dict):
+            compiled = next(iter(compiled.values()), None)
+        first = compiled[0] if isinstance(compiled, list) and compiled else None
+        name = first.get("name") if isinstance(first, dict) else first
+        main = "loss" if not isinstance(name, str) else "accuracy" if name in ("acc", "accuracy") else name
+    return _logged_name(main, metrics, config)
+
+
+def _logged_name(main: str, metrics: dict, config: dict | None) -> str:
+    """The main metric as Keras logs it. Format 1 wrote `mae` for a model whose first output `price`
+    logs `price_mae`; format 2 writes `price_mae` itself."""
+    scores = next((d for d in (_get(metrics, "validation", "best"), _get(metrics, "validation", "last"),
+                               metrics.get("test")) if isinstance(d, dict) and d), None)
+    if scores is None or main in scores:
         return main
-    compiled = _get(config, "compile", "metrics")
-    if isinstance(compiled, dict):
-        compiled = next(iter(compiled.values()), None)
-    first = compiled[0] if isinstance(compiled, list) and compiled else None
-    name = first.get("name") if isinstance(first, dict) else first
-    if not isinstance(name, str):
-        return "loss"
-    return "accuracy" if name in ("acc", "accuracy") else name
+    outputs = [o for o in (metrics.get("outputs"), _get(config, "compile", "metrics"), _get(config, "compile", "loss"))
+               if isinstance(o, dict) and "name" not in o]
+    for name in (outputs[0] if outputs else ()):
+        if f"{name}_{main}" in scores:
+            return f"{name}_{main}"
+    return next((k for k in scores if k.endswith(f"_{main}")), main)
 
 
 def run_label(name: str) -> str:
@@ -189,12 +265,15 @@ def run_label(name: str) -> str:
 
 
 def make_row(record: runs.RunRecord) -> RunRow:
-    """The comparison row of one run folder; every field may be None for partial folders."""
-    metrics = record.metrics or {}
+    """The comparison row of one run folder; every field may be None for partial folders. A run
+    without results in metrics.json is summarised from its history (see `partial_metrics`)."""
+    metrics = normalize_metrics(record.metrics)
     config = record.config
     status = record.status_data or {}
+    if not isinstance(metrics.get("validation"), dict) or not metrics["validation"]:
+        metrics = {**metrics, **partial_metrics(record)}
     main = _main_metric(metrics, config)
-    row = RunRow(record=record, config=None if config is None else flatten(config))
+    row = RunRow(record=record, config=None if config is None else flatten(config), metrics=metrics)
     f = row.fields
     f["run"] = record.name
     f["command"] = status.get("command") or metrics.get("command")
@@ -204,7 +283,7 @@ def make_row(record: runs.RunRecord) -> RunRow:
     f["epochs"] = _number(metrics.get("epochs_run"))
     f["best_epoch"] = _number(metrics.get("best_epoch"))
     f["metric"] = main
-    for column, which in (("val_best", "best"), ("val_final", "final")):
+    for column, which in (("val_best", "best"), ("val_last", "last")):
         f[column] = _number(_get(metrics, "validation", which, main))
         std = _number(_get(metrics, "validation", f"{which}_std", main))
         if std is not None:
@@ -223,6 +302,109 @@ def make_row(record: runs.RunRecord) -> RunRow:
     f["started"] = status.get("started") if isinstance(status.get("started"), str) else None
     f["path"] = str(record.path)
     return row
+
+
+def partial_metrics(record: runs.RunRecord) -> dict:
+    """What an unfinished run (interrupted, running, or with an unreadable metrics.json) has done, in
+    metrics.json's shape: hold-out from history.csv; K-fold from the finished folds (those with
+    folds/<id>/metrics.json): their mean curve, its best epoch (smoothed as configured) and the mean ±
+    std over those folds at that epoch and at the last one, plus `partial` = {folds_done, folds_total}.
+    Empty when there is nothing to read."""
+    config = record.config or {}
+    monitor = _get(config, "validation", "monitor")
+    monitor = monitor if isinstance(monitor, str) else "val_loss"
+    mode = _get(config, "validation", "mode")
+    mode = mode if mode in ("min", "max") else metric_mode(monitor)
+    folds_dir = record.path / "folds"
+    if _get(config, "validation", "scheme") != "kfold" and not folds_dir.is_dir():
+        history = _read_history(record.path / "history.csv")
+        return _summary([history], monitor, mode) if history else {}
+    try:
+        done = sorted(p for p in folds_dir.iterdir() if (p / "metrics.json").is_file())
+    except OSError:
+        done = []
+    folds = [normalize_metrics(_read_json(p / "metrics.json")) for p in done]
+    histories = [h for h in (_read_history(p / "history.csv") for p in done) if h]
+    smoothing = _get(config, "validation", "smoothing")
+    out = _summary(histories, monitor, mode, smoothing if isinstance(smoothing, dict) else None)
+    n_splits, repeats = _get(config, "validation", "n_splits"), _get(config, "validation", "repeats") or 1
+    total = n_splits * repeats if isinstance(n_splits, int) and isinstance(repeats, int) else None
+    out["partial"] = {"folds_done": len(done), "folds_total": total}
+    out["folds"] = [fold for fold in folds if fold]
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return runs.read_json(path)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    try:
+        history = runs.read_history(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    history.pop("epoch", None)
+    return {k: v for k, v in history.items() if k not in NOT_METRICS and v}
+
+
+def _summary(histories: list[dict[str, list[float]]], monitor: str, mode: str,
+             smoothing: dict | None = None) -> dict:
+    """Best and last epoch of the mean curve over `histories` (one for hold-out), like the training
+    side's summary: validation metrics without `val_`, K-fold stds (ddof=0) across the histories."""
+    from kexp import diagnostics
+
+    columns = [c for c in histories[0] if all(c in h for h in histories)] if histories else []
+    length = min((len(h[c]) for h in histories for c in columns), default=0)
+    if not length:
+        return {}
+
+    def at(column: str, index: int) -> tuple[float | None, float | None]:
+        values = [h[column][index] for h in histories if math.isfinite(h[column][index])]
+        if not values:
+            return None, None
+        mean = sum(values) / len(values)
+        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+    best = length
+    if monitor in columns:
+        curve = [at(monitor, i)[0] for i in range(length)]
+        skip = 0
+        if smoothing is not None and isinstance(smoothing.get("factor"), (int, float)):
+            skip = smoothing.get("skip")
+            skip = skip if isinstance(skip, int) and 0 <= skip < length else 0
+            try:
+                curve = diagnostics.ema(curve[skip:], smoothing["factor"])
+            except ValueError:
+                skip = 0
+        try:
+            best = diagnostics.best_epoch(curve, mode) + skip
+        except ValueError:
+            pass
+    out: dict[str, Any] = {"epochs_run": max(len(next(iter(h.values()))) for h in histories), "best_epoch": best,
+                           "validation": {}, "train": {}}
+    for which, index in (("best", best - 1), ("last", length - 1)):
+        for column in columns:
+            mean, std = at(column, index)
+            section = "validation" if column.startswith("val_") else "train"
+            name = column.removeprefix("val_")
+            out[section].setdefault(which, {})[name] = mean
+            if len(histories) > 1:
+                out[section].setdefault(f"{which}_std", {})[name] = std
+    return out
+
+
+def resume_hint(row: RunRow) -> str | None:
+    """For an interrupted K-fold run: what finished, and the command that finishes it."""
+    partial = row.metrics.get("partial")
+    if row.fields["status"] not in ("interrupted", "incomplete") or not isinstance(partial, dict):
+        return None
+    done, total = partial.get("folds_done"), partial.get("folds_total")
+    of = f"{done} of {total}" if total else f"{done}"
+    return (f"{row.record.path}: {row.fields['status']} after {of} folds; finish it with: "
+            f"kexp kfold --resume {row.record.path}")
 
 
 # --------------------------------------------------------------------------- reading and selecting
@@ -268,7 +450,7 @@ def _unknown(option: str, key: str, rows: Sequence[RunRow]) -> UsageError:
     hint = close_matches(key, _known_keys(rows))
     return UsageError(f"{option}: {key}: no run has this column, config key or metric{hint}; columns: "
                       f"{', '.join(COLUMNS)}; config keys as dotted paths (e.g. training.epochs); metrics as "
-                      "val_loss, loss@final, test_accuracy, train_loss")
+                      "val_loss, loss@last, test_accuracy, train_loss")
 
 
 def _check_key(option: str, key: str, rows: Sequence[RunRow]) -> None:
@@ -279,23 +461,67 @@ def _check_key(option: str, key: str, rows: Sequence[RunRow]) -> None:
     raise _unknown(option, key, rows)
 
 
-def parse_where(items: Iterable[str]) -> list[tuple[str, str, Any]]:
-    """`KEY=VALUE` strings as (key, value text, value) triples, the value being the YAML scalar the
-    text parses to (20, true, null), or the text itself when it is not one."""
+OPERATORS = ("=", "==", "!=", "<", "<=", ">", ">=")
+_WHERE = re.compile(r"^\s*(?P<key>[^<>=!\s](?:[^<>=!]*[^<>=!\s])?)\s*(?P<op><=|>=|!=|==|=|<|>)\s*(?P<text>.*?)\s*$",
+                    re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One --where condition: KEY OP VALUE, the value as text and as the YAML scalar it parses to."""
+
+    key: str
+    op: str
+    text: str
+    value: Any
+
+    def test(self, actual: Any) -> bool:
+        if self.op in ("=", "=="):
+            return matches(actual, self.text, self.value)
+        if self.op == "!=":
+            return not matches(actual, self.text, self.value)
+        return ordered(actual, self.op, self.text, self.value)
+
+
+def parse_where(items: Iterable[str]) -> list[Condition]:
+    """`KEY=VALUE`, `KEY!=VALUE`, `KEY<VALUE`, `KEY<=VALUE`, `KEY>VALUE`, `KEY>=VALUE` strings as
+    Conditions, the value being the YAML scalar the text parses to (20, true, null), or the text
+    itself when it is not one. `val_final` is read as `val_last`."""
     import yaml
 
-    triples = []
+    conditions = []
     for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--where {item}: expected KEY=VALUE, e.g. dataset=reuters or training.epochs=20")
-        text = text.strip()
+        match = _WHERE.match(item)
+        if not match:
+            raise UsageError(f"--where {item}: expected KEY=VALUE (or KEY!=VALUE, KEY<VALUE, KEY<=VALUE, KEY>VALUE, "
+                             "KEY>=VALUE), e.g. dataset=reuters or 'training.epochs>=20'")
+        text = match["text"]
         try:
             value = yaml.safe_load(text) if text else None
-        except Exception:  # not YAML, or a value PyYAML cannot construct (2001-13-45, !!int x): compare as text
+        except Exception:  # noqa: BLE001 - not YAML, or a value PyYAML cannot construct (2001-13-45, !!int x): as text
             value = text
-        triples.append((key.strip(), text, value))
-    return triples
+        conditions.append(Condition(canonical_key(match["key"]), match["op"], text, value))
+    return conditions
+
+
+def ordered(actual: Any, op: str, text: str, parsed: Any) -> bool:
+    """`actual OP value` for <, <=, >, >=: numbers as numbers, anything else as text (ISO times sort
+    as text); a run without a value never matches."""
+    if actual is None or actual is _MISSING or isinstance(actual, bool):
+        return False
+    left: Any
+    right: Any
+    if isinstance(actual, (int, float)):
+        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+            left, right = float(actual), float(parsed)
+        else:
+            try:
+                left, right = float(actual), float(text)
+            except ValueError:
+                return False
+    else:
+        left, right = str(actual), text
+    return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]
 
 
 def matches(actual: Any, text: str, parsed: Any) -> bool:
@@ -316,11 +542,12 @@ def matches(actual: Any, text: str, parsed: Any) -> bool:
 
 
 def select(rows: Sequence[RunRow], where: Iterable[str] = (), last: int | None = None) -> list[RunRow]:
-    """The rows matching every `KEY=VALUE` (ANDed), then the `last` most recent of them."""
-    triples = parse_where(where)
-    for key, _, _ in triples:
-        _check_key("--where", key, rows)
-    kept = [row for row in rows if all(matches(row.value(key)[0], text, value) for key, text, value in triples)]
+    """The rows matching every condition (`KEY=VALUE`, `KEY>=VALUE`, ...: ANDed), then the `last` most
+    recent of them."""
+    conditions = parse_where(where)
+    for condition in conditions:
+        _check_key("--where", condition.key, rows)
+    kept = [row for row in rows if all(c.test(row.value(c.key)[0]) for c in conditions)]
     if last is not None:
         if last < 1:
             raise UsageError(f"--last {last}: must be at least 1")
@@ -376,6 +603,7 @@ def sort_rows(rows: Sequence[RunRow], key: str, ascending: bool | None = None) -
     """Rows sorted by a column, config key or metric; runs without a value go last either way.
     The default direction is the metric's (loss-like ascending, scores descending); margin is
     descending; other columns ascending."""
+    key = canonical_key(key)
     _check_key("--sort", key, rows)
     if ascending is None:
         ascending = default_ascending(key, rows)
@@ -392,6 +620,7 @@ def sort_rows(rows: Sequence[RunRow], key: str, ascending: bool | None = None) -
 
 
 def default_ascending(key: str, rows: Sequence[RunRow]) -> bool:
+    key = canonical_key(key)
     if key == "margin":
         return False
     if key in _MAIN_METRIC_COLUMNS:
@@ -414,6 +643,11 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     total: int = 0  # runs found before filtering
     explicit_columns: bool = False
+
+    @property
+    def hints(self) -> list[str]:
+        """One line per interrupted K-fold run: what finished, and `kexp kfold --resume RUN`."""
+        return [hint for hint in map(resume_hint, self.rows) if hint]
 
     @property
     def records(self) -> list[runs.RunRecord]:
@@ -467,7 +701,8 @@ def compare(paths: Sequence[str | Path], *, sort: str | None = None, ascending: 
         kept = list(reversed(kept))
     differing = differing_keys(kept)
     if isinstance(columns, str):
-        columns = [c.strip() for c in columns.split(",") if c.strip()]
+        columns = [c for c in columns.split(",") if c.strip()]
+    columns = [canonical_key(c) for c in columns or ()]
     if columns:
         for column in columns:
             _check_key("--columns", column, rows)
@@ -500,7 +735,7 @@ def format_number(value: Any, signed: bool = False) -> str:
 def format_duration(seconds: Any) -> str:
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
         return "-"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -525,10 +760,44 @@ def format_cell(column: str, value: Any, std: float | None = None) -> str:
 
 
 def header(column: str) -> str:
-    """The table header of a column: a short name, or a dotted key broken after its dots."""
+    """The table header of a column: a short name, or a dotted key, abbreviated (`short_key`) and
+    broken after its dots."""
     if column in COLUMNS:
         return COLUMNS[column].header
-    return _wrap_key(column)
+    return _wrap_key(short_key(column)[0])
+
+
+# Config sections as table headers: `model.layers.2.rate` -> `L2.rate`, `training.epochs` -> `epochs`.
+_SECTIONS = ((re.compile(r"^model\.layers\.(\d+)(?=\.|$)"), r"L\1", "L<i> model.layers.<i>"),
+             (re.compile(r"^training\.callbacks\.(\d+)(?=\.|$)"), r"cb\1", "cb<i> training.callbacks.<i>"),
+             (re.compile(r"^compile\.optimizer(?=\.|$)"), "opt", "opt compile.optimizer"),
+             (re.compile(r"^compile\.(?=.)"), "", None),
+             (re.compile(r"^training\.(?=.)"), "", None),
+             (re.compile(r"^preprocessing(?=\.|$)"), "pre", None),
+             (re.compile(r"^validation(?=\.|$)"), "val", None),
+             (re.compile(r"^dataset(?=\.|$)"), "data", None))
+_LONG_WORD = 10  # longer snake_case words of a key become their initials: learning_rate -> lr
+
+
+def short_key(key: str) -> tuple[str, list[str]]:
+    """A config key as a short table header, and the abbreviations it uses, explained:
+    `compile.optimizer.learning_rate` -> (`opt.lr`, ["opt compile.optimizer", "lr learning_rate"])."""
+    legend: list[str] = []
+    for pattern, replacement, meaning in _SECTIONS:
+        shorter = pattern.sub(replacement, key, count=1)
+        if shorter != key:
+            key = shorter.lstrip(".")
+            if meaning:
+                legend.append(meaning)
+            break
+    parts = []
+    for part in key.split("."):
+        if len(part) > _LONG_WORD and "_" in part.strip("_"):
+            initials = "".join(word[0] for word in part.split("_") if word)
+            legend.append(f"{initials} {part}")
+            part = initials
+        parts.append(part)
+    return ".".join(parts), legend
 
 
 def _short_metric(name: str) -> str:
@@ -583,6 +852,11 @@ class TableLayout:
     styles: list[str | None]  # per row
     hidden: list[str]  # differing config keys left out for width
     gap: int
+    legend: list[str] = field(default_factory=list)  # the abbreviations in the headers, explained
+
+    @property
+    def abbreviations(self) -> str | None:
+        return f"headers: {', '.join(self.legend)}" if self.legend else None
 
     @property
     def note(self) -> str | None:
@@ -628,8 +902,9 @@ class CompareTable:
         yield from lines(["─" * (sum(layout.widths) + layout.gap * (len(layout.widths) - 1))], None)
         for index, style in enumerate(layout.styles):
             yield from lines(self._lines(layout, row=index), style)
-        if layout.note:
-            yield Text(layout.note, style="dim")
+        for note in (layout.abbreviations, layout.note):
+            if note:
+                yield Text(note, style="dim")
 
     @staticmethod
     def _lines(layout: TableLayout, header: bool = False, row: int = 0) -> list[str]:
@@ -674,8 +949,16 @@ class CompareTable:
         labels = run_labels([r.record.name for r in rows])
         cells = {c: [label if c == "run" else _short_metric(str(row.fields["metric"])) if c == "metric"
                      else format_cell(c, *row.value(c)) for row, label in zip(rows, labels)] for c in columns}
-        heads = {c: header(c) for c in columns}
+        heads = {c: COLUMNS[c].header if c in COLUMNS else _wrap_key(c) for c in columns}
         config_columns = set(comparison.config_columns)
+
+        def abbreviate() -> None:
+            """Short headers for the config keys (`opt.lr`), where two keys do not abbreviate alike."""
+            short = {c: header(c) for c in columns if c not in COLUMNS}
+            counts: dict[str, int] = {}
+            for text in short.values():
+                counts[text] = counts.get(text, 0) + 1
+            heads.update({c: text for c, text in short.items() if counts[text] == 1})
 
         def natural(column: str) -> int:
             longest = max([len(line) for line in heads[column].splitlines()] + [len(t) for t in cells[column]])
@@ -695,23 +978,37 @@ class CompareTable:
                     used += natural(column) + gap
             return hidden
 
+        def spacing() -> tuple[int, list[str]]:
+            """Columns 2 apart, or 1 apart rather than hide config keys or fold cells."""
+            hidden = fit(2)
+            if hidden or sum(natural(c) + 2 for c in columns if c not in hidden) - 2 > width:
+                return 1, fit(1)
+            return 2, hidden
+
         hidden: list[str] = []
         gap = 2
         if not comparison.explicit_columns:
-            hidden = fit(2)
-            base = sum(natural(c) + 2 for c in columns if c not in config_columns) - 2
-            if hidden or base > width:
-                gap, hidden = 1, fit(1)  # tighter rather than hide or fold
+            gap, hidden = spacing()
+            if hidden or sum(natural(c) + gap for c in columns if c not in hidden) - gap > width:
+                abbreviate()  # shorter headers rather than hide or fold
+                gap, hidden = spacing()
             columns = [c for c in columns if c not in hidden]
+        elif sum(natural(c) + gap for c in columns) - gap > width:
+            abbreviate()
         widths = [natural(c) for c in columns]
         foldable = [c in ("run", "dataset", "path", "started") or c in config_columns for c in columns]
         _shrink(widths, foldable, width - gap * (len(columns) - 1))
+        legend = {}
+        for column in columns:
+            if column not in COLUMNS and heads[column] != _wrap_key(column):
+                legend.update(dict.fromkeys(short_key(column)[1]))
         return TableLayout(
             title=f"{len(rows)} runs; all have {', '.join(shared)}" if shared else None,
             columns=columns, headers=[heads[c] for c in columns], widths=widths,
             right=[c not in _TEXT_COLUMNS and c not in config_columns for c in columns],
             cells=[[cells[c][i] for c in columns] for i in range(len(rows))],
-            styles=[_STATUS_STYLES.get(r.fields["status"]) for r in rows], hidden=hidden, gap=gap)
+            styles=[_STATUS_STYLES.get(r.fields["status"]) for r in rows], hidden=hidden, gap=gap,
+            legend=list(legend))
 
 
 def _shrink(widths: list[int], foldable: list[bool], room: int, least: int = 4) -> None:
@@ -736,10 +1033,10 @@ def markdown(comparison: Comparison) -> str:
     def escape(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    heads = [escape(COLUMNS[c].header.replace("\n", " ") if c in COLUMNS else c) for c in comparison.columns]
+    heads = [escape(COLUMNS[c].long if c in COLUMNS else c) for c in comparison.columns]
     labels = run_labels([r.record.name for r in comparison.rows])
     lines = ["| " + " | ".join(heads) + " |",
-             "|" + "|".join("---:" if c in ("epochs", "best_epoch", "val_best", "val_final", "test", "baseline",
+             "|" + "|".join("---:" if c in ("epochs", "best_epoch", "val_best", "val_last", "test", "chance", "baseline",
                                            "margin", "duration") else "---" for c in comparison.columns) + "|"]
     for row, label in zip(comparison.rows, labels):
         cells = [label if c == "run" else format_cell(c, *row.value(c)) for c in comparison.columns]
@@ -802,7 +1099,7 @@ def show(path: str | Path):
         raise RunError(f"{path}: not a kexp run folder (it has no status.json)")
     record = runs.read_run(path)
     row = make_row(record)
-    metrics = record.metrics or {}
+    metrics = row.metrics
     status = record.status_data or {}
     parts: list[Any] = []
 
@@ -826,22 +1123,41 @@ def show(path: str | Path):
         facts.add_row("monitor", Text(f"{metrics['monitor']} ({metrics.get('mode', '?')})"))
     if row.fields["epochs"] is not None:
         epochs, best = format_number(row.fields["epochs"]), format_number(row.fields["best_epoch"])
-        facts.add_row("epochs", Text(f"{epochs} run, best {best}"))
+        source = " (of the mean curve over folds)" if _get(metrics, "validation", "best_epoch_source") == "mean_curve" else ""
+        facts.add_row("epochs", Text(f"{epochs} run, best epoch {best}{source}"))
+    partial = metrics.get("partial")
+    if isinstance(partial, dict):
+        total = partial.get("folds_total")
+        facts.add_row("finished", Text(f"{partial.get('folds_done')} of {total if total else '?'} folds"))
+    hint = resume_hint(row)
+    if hint:
+        facts.add_row("resume", Text(f"kexp kfold --resume {record.path}"))
+    outputs = metrics.get("outputs")
+    if isinstance(outputs, dict) and len(outputs) > 1:
+        facts.add_row("outputs", Text(", ".join(
+            f"{name} ({info.get('task', '?')}, main metric {info.get('main_metric', '?')})" if isinstance(info, dict)
+            else str(name) for name, info in outputs.items())))
     final_model = metrics.get("final_model")
     if isinstance(final_model, dict):
         facts.add_row("final model", Text(f"retrained {final_model.get('epochs', '?')} epochs on "
                                           f"{final_model.get('n_train', '?')} samples"))
     parts.append(facts)
 
-    metric_table = _metrics_table(metrics)
+    metric_table = _metrics_table(metrics, final_model=isinstance(final_model, dict))
     if metric_table is not None:
-        parts += [Rule("metrics", align="left"), metric_table]
+        title = "metrics" if not isinstance(partial, dict) else "metrics (of what finished)"
+        parts += [Rule(title, align="left"), metric_table]
     folds = metrics.get("folds")
     if isinstance(folds, list) and folds:
-        parts += [Rule(f"folds ({len(folds)})", align="left"), _folds_table(folds, row.fields["metric"])]
-    baseline = metrics.get("baseline")
-    if isinstance(baseline, dict):
-        parts += [Rule("baseline", align="left"), Text(baseline_text(baseline))]
+        parts += [Rule(f"folds ({len(folds)}), validation {row.fields['metric']}", align="left"),
+                  _folds_table(folds, row.fields["metric"])]
+    baselines = metrics.get("baselines")
+    if not isinstance(baselines, dict) or not baselines:
+        baselines = {None: metrics.get("baseline")}
+    texts = [baseline_text(b) for b in baselines.values() if isinstance(b, dict)]
+    if texts:
+        parts += [Rule("baseline" if len(texts) == 1 else f"baselines ({len(texts)} outputs)", align="left"),
+                  Text("\n".join(texts))]
     diagnostics = metrics.get("diagnostics")
     if isinstance(diagnostics, dict) and diagnostics.get("sentence"):
         parts += [Rule("diagnostics", align="left"), Text(str(diagnostics["sentence"]))]
@@ -865,12 +1181,14 @@ def _durations(metrics: dict) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _metrics_table(metrics: dict):
+def _metrics_table(metrics: dict, final_model: bool = False):
+    """Every metric of every output (learning_rate is not one), at the best and the last epoch."""
     from rich.table import Table
     from rich.text import Text
 
-    sources = [("val@best", "validation", "best"), ("val@end", "validation", "final"),
-               ("train@end", "train", "final"), ("test", "test", None)]
+    sources = [("val@best epoch", "validation", "best"), ("val@last epoch", "validation", "last"),
+               ("train@last epoch", "train", "last"),
+               ("test (final model)" if final_model else "test", "test", None)]
     names: dict[str, None] = {}
     for _, section, which in sources:
         values = _get(metrics, section, which) if which else metrics.get(section)
@@ -897,7 +1215,7 @@ def _folds_table(folds: list, main: str):
     from rich.text import Text
 
     grid = Table(box=None, padding=(0, 2), pad_edge=False, header_style="bold")
-    for title in ("fold", "train", "val", "epochs", "best", f"val {main}@best", f"val {main}@end", "time"):
+    for title in ("fold", "train", "val", "epochs", "best", "at fold's best", "at last epoch", "time"):
         grid.add_column(title, justify="left" if title == "fold" else "right")
     for fold in folds:
         if not isinstance(fold, dict):
@@ -905,7 +1223,7 @@ def _folds_table(folds: list, main: str):
         cells = (str(fold.get("id", "?")), format_number(fold.get("n_train")), format_number(fold.get("n_val")),
                  format_number(fold.get("epochs_run")), format_number(fold.get("best_epoch")),
                  format_number(_number(_get(fold, "validation", "best", main))),
-                 format_number(_number(_get(fold, "validation", "final", main))),
+                 format_number(_number(_get(fold, "validation", "last", main))),
                  format_duration(fold.get("duration_s")))
         grid.add_row(*map(Text, cells))
     return grid
@@ -927,7 +1245,7 @@ def baseline_text(baseline: dict) -> str:
             lines.append(f"{split}{output}: {text}")
     value, model, margin = baseline.get("value"), baseline.get("model"), baseline.get("margin")
     if _number(value) is not None:
-        line = f"baseline {metric} {format_number(value)}"
+        line = f"baseline{output} {metric} {format_number(value)}"
         if _number(model) is not None:
             line += f"; model {format_number(model)}; margin {format_number(_number(margin), signed=True)}"
             beats = baseline.get("beats")

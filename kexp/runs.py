@@ -9,15 +9,23 @@ status is still "running" but whose process is gone reads back as "incomplete".
 Layout (files marked * exist only for some runs):
     status.json        {"status", "command", "pid", "host", "started", "updated", "ended"*, "error"*}
     config.yaml        the fully resolved config
-    config.json        the same, as JSON: what `compare` reads (parsing YAML is 50x slower)
+    config.json        the same, as JSON, with Keras' defaults of every named Keras object filled in
+                       (Adam's learning_rate): what `compare` reads (parsing YAML is 50x slower)
     environment.json   versions, platform, seed, command line, git commit and dirty flag
     history.csv        one row per epoch (hold-out), or folds/<fold>/history.csv (K-fold)
     metrics.json       the results (see kexp.experiment); partial while running
-    summary.txt        the Keras model summary
-    model.keras        the trained model (hold-out: the model evaluated on test)
+    summary.txt        the Keras model summary (fixed width)
+    model.keras        the model evaluated on test (the retrained final model, else the hold-out model)
+    preprocessing.json* how to prepare data for model.keras: {"format": 1, "models", "fitted_on",
+                       "inputs", "feature_names", "order", "settings", "statistics", "labels"}
+    best.keras*        hold-out: the best epoch's weights (best_preprocessing.json* when model.keras
+                       is the retrained model, whose preprocessing differs)
     folds.json*        K-fold: every fold's train/validation sample indices
-    folds/<id>/        K-fold: history.csv, metrics.json per fold (a finished fold has metrics.json)
+    folds/<id>/        K-fold: history.csv, metrics.json, preprocessing.json per fold (a finished fold
+                       has metrics.json), and its callbacks' files (relative paths)
+    final/*            the retrained model's callbacks' files
     plots/*.png        learning curves
+Every file gets 0666 less the umask, like any file the user makes.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import os
 import secrets
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -68,14 +77,35 @@ def _clean(value: Any) -> Any:
     return value
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system can tell (Linux), else by the
+    classic set-and-restore under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path`. The file gets the
+    permissions any other file would (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -93,9 +123,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_yaml(path: Path, obj: Any) -> None:
-    import yaml  # only writers need it: `compare` reads config.json
+    from kexp.config import dump_yaml  # only writers need YAML: `compare` reads config.json
 
-    atomic_write(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+    atomic_write(path, dump_yaml(obj))
 
 
 class HistoryWriter:
@@ -177,10 +207,11 @@ class Run:
     def write_yaml(self, name: str, obj: Any) -> None:
         write_yaml(self.file(name), obj)
 
-    def write_config(self, config: dict) -> None:
-        """config.yaml for people, config.json for fast reading back."""
+    def write_config(self, config: dict, resolved: dict | None = None) -> None:
+        """config.yaml for people (and for `kexp train` to run again); config.json for fast reading back,
+        `resolved` when given: the same config with Keras' own argument defaults filled in."""
         self.write_yaml("config.yaml", config)
-        self.write_json("config.json", config)
+        self.write_json("config.json", config if resolved is None else resolved)
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.file(name), text)

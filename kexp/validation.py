@@ -40,11 +40,30 @@ def holdout_split(n: int, scheme: Holdout, seed: int, labels: np.ndarray | None 
     index = np.arange(n)
     if not scheme.shuffle:
         return [Split("holdout", 0, 0, index[size:], index[:size])]
+    if scheme.stratify and labels is not None:
+        _check_strata(labels, size, n, scheme.size)
     from sklearn.model_selection import train_test_split
 
     train, val = train_test_split(index, test_size=size, random_state=seed, shuffle=True,
                                   stratify=labels if scheme.stratify else None)
     return [Split("holdout", 0, 0, np.sort(train), np.sort(val))]
+
+
+def _check_strata(labels: np.ndarray, size: int, n: int, given) -> None:
+    """What scikit-learn's stratified split would refuse, said in config terms."""
+    classes, counts = np.unique(labels, return_counts=True)
+    k = len(classes)
+    if size < k:
+        raise ValueError(f"validation.size: {given} gives {size} validation samples, fewer than the {k} classes "
+                         f"that stratify: true puts in each part; use a size of at least {k} (or a fraction "
+                         "such as 0.2), or set stratify: false")
+    if n - size < k:
+        raise ValueError(f"validation.size: {given} leaves {n - size} training samples, fewer than the {k} "
+                         "classes that stratify: true puts in each part; use a smaller size, or set stratify: false")
+    if counts.min() < 2:
+        rare = classes[counts.argmin()]
+        raise ValueError(f"validation.stratify: class {rare!r} has 1 sample; a stratified split needs at least 2 "
+                         "of each class; set stratify: false")
 
 
 def kfold_splits(n: int, scheme: KFold, seed: int, labels: np.ndarray | None = None) -> list[Split]:
@@ -54,6 +73,9 @@ def kfold_splits(n: int, scheme: KFold, seed: int, labels: np.ndarray | None = N
     if scheme.n_splits > n:
         raise ValueError(f"validation.n_splits: {scheme.n_splits} folds need at least that many samples; got {n}")
     stratified = scheme.stratify
+    if stratified and labels is not None and np.unique(labels, return_counts=True)[1].max() < scheme.n_splits:
+        raise ValueError(f"validation.n_splits: {scheme.n_splits} stratified folds need a class with at least "
+                         f"{scheme.n_splits} samples; use fewer folds, or set stratify: false")
     if scheme.repeats > 1:
         cls = ms.RepeatedStratifiedKFold if stratified else ms.RepeatedKFold
         splitter = cls(n_splits=scheme.n_splits, n_repeats=scheme.repeats, random_state=seed)

@@ -614,3 +614,71 @@ def test_npz_missing_array_lists_what_the_file_has(tmp_path):
 def test_npz_missing_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match=rf"dataset\.path: {tmp_path / 'nope.npz'}: no such file"):
         load_dataset(NpzData(name="npz", path="nope.npz"), config_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- mnist and cifar10 vs Keras
+def test_mnist_equals_keras_load_data(tmp_path, monkeypatch):
+    import keras.src.datasets.mnist as keras_mnist
+
+    path = make_mnist(tmp_path / "data")
+    monkeypatch.setattr(keras_mnist, "get_file", lambda *args, **kwargs: str(path))
+    (x_train, y_train), (x_test, y_test) = keras_mnist.load_data()
+    data = load_dataset(ImageData(name="mnist", data_dir=str(path.parent)))
+    for ours, theirs in ((data.x_train, x_train), (data.y_train, y_train), (data.x_test, x_test),
+                         (data.y_test, y_test)):
+        assert ours.shape == theirs.shape
+        np.testing.assert_array_equal(ours, theirs)
+    assert data.x_train.dtype == np.uint8 and data.y_train.dtype == np.int64 == data.y_test.dtype
+
+
+@pytest.fixture(scope="module")
+def cifar_folder(tmp_path_factory):
+    """Full-size CIFAR-10 python batches (Keras' loader assumes 10,000 images per batch), each batch's
+    content distinct, as the original pickles: bytes keys, a numpy uint8 `data` array, list labels."""
+    rng = np.random.default_rng(6)
+    folder = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, 10_000).tolist(),
+                 b"data": rng.integers(0, 256, (10_000, 3072), dtype=np.uint8),
+                 b"filenames": [b"x.png"] * 10_000}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+    return folder
+
+
+def test_cifar10_equals_keras_load_data(cifar_folder, monkeypatch):
+    import keras.src.datasets.cifar10 as keras_cifar10
+
+    monkeypatch.setattr(keras_cifar10, "get_file", lambda *args, **kwargs: str(cifar_folder.parent))
+    (x_train, y_train), (x_test, y_test) = keras_cifar10.load_data()
+    data = load_dataset(ImageData(name="cifar10", data_dir=str(cifar_folder.parent)))
+    np.testing.assert_array_equal(data.x_train, x_train)
+    np.testing.assert_array_equal(data.x_test, x_test)
+    assert data.x_train.shape == (50_000, 32, 32, 3) and data.x_test.shape == (10_000, 32, 32, 3)
+    # labels: Keras gives (n, 1) uint8; kexp gives (n,) int64 class ids, the same values in the same order
+    assert y_train.shape == (50_000, 1) and y_test.shape == (10_000, 1)
+    assert data.y_train.shape == (50_000,) and data.y_test.shape == (10_000,)
+    assert data.y_train.dtype == np.int64 == data.y_test.dtype
+    np.testing.assert_array_equal(data.y_train, y_train[:, 0])
+    np.testing.assert_array_equal(data.y_test, y_test[:, 0])
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_cifar10_batch_with_a_forbidden_global_is_refused(packed, tmp_path):
+    batches = make_cifar_batches(np.random.default_rng(7))
+    marker = tmp_path / "ran"
+    batches["data_batch_3"][b"labels"] = _Payload(marker)
+    folder = tmp_path / "data"
+    inner = folder / "cifar-10-batches-py"
+    inner.mkdir(parents=True)
+    for name, batch in batches.items():
+        (inner / name).write_bytes(pickle.dumps(batch, protocol=4))
+    if packed:
+        with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as archive:
+            archive.add(inner, arcname="cifar-10-batches-py")
+        for item in inner.iterdir():
+            item.unlink()
+        inner.rmdir()
+    with pytest.raises(DataError, match=r"cannot read data_batch_3: refusing to unpickle pathlib"):
+        load_dataset(ImageData(name="cifar10", data_dir=str(folder)))
+    assert not marker.exists(), "the pickle's code ran"

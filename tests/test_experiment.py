@@ -1,6 +1,7 @@
 """End to end on tiny data: checks before training, hold-out and K-fold runs, the run folder."""
 
 import json
+import os
 import textwrap
 
 import numpy as np
@@ -9,17 +10,37 @@ import yaml
 
 from kexp.config import load_config
 from kexp.errors import ConfigError
-from kexp.experiment import execute
+from kexp.experiment import Observer, execute
 from kexp.runs import read_history, read_run
+
+
+def write_regression_npz(folder):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 3)).astype("float32") * [1.0, 10.0, 100.0] + [0.0, 5.0, -50.0]
+    y = (x @ np.array([1.0, 0.1, 0.01]) + rng.normal(scale=0.1, size=48)).astype("float32")
+    np.savez(folder / "reg.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    return folder / "reg.npz"
 
 
 @pytest.fixture
 def regression_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(48, 3)).astype("float32") * [1.0, 10.0, 100.0] + [0.0, 5.0, -50.0]
-    y = (x @ np.array([1.0, 0.1, 0.01]) + rng.normal(scale=0.1, size=48)).astype("float32")
-    np.savez(tmp_path / "reg.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
-    return tmp_path / "reg.npz"
+    return write_regression_npz(tmp_path)
+
+
+# Runs that several tests only read are trained once per module.
+@pytest.fixture(scope="module")
+def holdout_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("holdout_run")
+    write_regression_npz(folder)
+    return run(folder, REGRESSION + "validation: {scheme: holdout, size: 10}\n")
+
+
+@pytest.fixture(scope="module")
+def kfold_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kfold_run")
+    write_regression_npz(folder)
+    return run(folder, REGRESSION + "validation: {scheme: kfold, n_splits: 4, monitor: val_mae, "
+               "smoothing: {factor: 0.5, skip: 1}}\n")
 
 
 @pytest.fixture
@@ -29,6 +50,11 @@ def classes_npz(tmp_path):
     y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0.5).astype("int64")  # 3 classes
     np.savez(tmp_path / "cls.npz", x_train=x[:50], y_train=y[:50], x_test=x[50:], y_test=y[50:])
     return tmp_path / "cls.npz"
+
+
+def last(part: dict) -> dict:
+    """The last epoch's metrics, in metrics.json format 2 (`last`) or format 1 (`final`)."""
+    return part.get("last") or part.get("final")
 
 
 def write_config(tmp_path, text, name="exp.yaml"):
@@ -57,10 +83,10 @@ def run(tmp_path, text, overrides=(), **kwargs):
     return execute(config, command=command, runs_dir=tmp_path / "runs", config_path=path, **kwargs)
 
 
-def test_holdout_run_writes_a_complete_readable_folder(tmp_path, regression_npz):
-    result = run(tmp_path, REGRESSION + "validation: {scheme: holdout, size: 10}\n")
+def test_holdout_run_writes_a_complete_readable_folder(holdout_run):
+    result = holdout_run
     folder = result.path
-    assert folder.parent == (tmp_path / "runs").resolve()
+    assert folder.parent.name == "runs"
     for name in ("config.yaml", "history.csv", "metrics.json", "model.keras", "summary.txt",
                  "environment.json", "status.json", "best.keras"):
         assert (folder / name).is_file(), name
@@ -73,7 +99,7 @@ def test_holdout_run_writes_a_complete_readable_folder(tmp_path, regression_npz)
     assert {"loss", "mae", "val_loss", "val_mae"} <= set(history)
     m = result.metrics
     assert m["epochs_run"] == 3 and 1 <= m["best_epoch"] <= 3
-    assert m["validation"]["final"]["mae"] == pytest.approx(history["val_mae"][-1])
+    assert last(m["validation"])["mae"] == pytest.approx(history["val_mae"][-1])
     assert m["validation"]["best"]["loss"] == pytest.approx(min(history["val_loss"]))
     assert set(m["test"]) == {"loss", "mae"}
     assert m["baseline"]["metric"] == "mae" and m["baseline"]["task"] == "regression"
@@ -82,9 +108,9 @@ def test_holdout_run_writes_a_complete_readable_folder(tmp_path, regression_npz)
     assert "Dense" in (folder / "summary.txt").read_text()
 
 
-def test_same_seed_gives_the_same_metrics(tmp_path, regression_npz):
+def test_same_seed_gives_the_same_metrics(tmp_path, regression_npz, holdout_run):
     text = REGRESSION + "validation: {scheme: holdout, size: 10}\n"
-    first = run(tmp_path, text).metrics
+    first = holdout_run.metrics
     second = run(tmp_path, text).metrics
     assert first["validation"] == second["validation"] and first["test"] == second["test"]
     other = run(tmp_path, text, ["seed=4"]).metrics
@@ -99,14 +125,14 @@ def test_final_retrain_uses_all_training_data_for_the_best_epoch(tmp_path, regre
     assert len(read_history(result.path / "final_history.csv")["epoch"]) == m["best_epoch"]
 
 
-def test_kfold_each_fold_fits_preprocessing_on_its_training_part_only(tmp_path, regression_npz):
-    result = run(tmp_path, REGRESSION + "validation: {scheme: kfold, n_splits: 4, monitor: val_mae}\n")
-    folder = result.path
+def test_kfold_each_fold_fits_preprocessing_on_its_training_part_only(kfold_run):
+    folder = kfold_run.path
     splits = json.loads((folder / "folds.json").read_text())["splits"]
-    x = np.load(regression_npz)["x_train"]
+    x = np.load(folder.parent.parent / "reg.npz")["x_train"]
     seen = []
     for split in splits:
-        fitted = json.loads((folder / "folds" / split["id"] / "preprocessing.json").read_text())["x"]
+        saved = json.loads((folder / "folds" / split["id"] / "preprocessing.json").read_text())
+        fitted = saved.get("statistics", saved)["x"]  # the statistics, in either layout of the file
         train = x[split["train_idx"]]
         np.testing.assert_allclose(fitted["mean"], train.mean(axis=0), rtol=1e-5)
         np.testing.assert_allclose(fitted["std"], train.std(axis=0), rtol=1e-5)
@@ -116,13 +142,13 @@ def test_kfold_each_fold_fits_preprocessing_on_its_training_part_only(tmp_path, 
     assert sorted(seen) == list(range(40))
 
 
-def test_kfold_aggregates_are_mean_and_std_of_the_folds(tmp_path, regression_npz):
-    m = run(tmp_path, REGRESSION + "validation: {scheme: kfold, n_splits: 4, monitor: val_mae, "
-            "smoothing: {factor: 0.5, skip: 1}}\n").metrics
-    finals = [f["validation"]["final"]["mae"] for f in m["folds"]]
+def test_kfold_aggregates_are_mean_and_std_of_the_folds(kfold_run):
+    m = kfold_run.metrics
+    finals = [last(f["validation"])["mae"] for f in m["folds"]]
     assert len(finals) == 4
-    assert m["validation"]["final"]["mae"] == pytest.approx(np.mean(finals))
-    assert m["validation"]["final_std"]["mae"] == pytest.approx(np.std(finals))
+    assert last(m["validation"])["mae"] == pytest.approx(np.mean(finals))
+    v = m["validation"]
+    assert (v.get("last_std") or v.get("final_std"))["mae"] == pytest.approx(np.std(finals))
     curve = m["curve"]
     assert len(curve["mean"]) == 3
     assert curve["smoothed"][0] == pytest.approx(curve["mean"][1])
@@ -130,10 +156,32 @@ def test_kfold_aggregates_are_mean_and_std_of_the_folds(tmp_path, regression_npz
     assert curve["best_epoch"] == 1 + 1 + int(np.argmin(curve["smoothed"]))
 
 
+class ProcessWatcher(Observer):
+    """Records, as each fold starts, the worker processes alive and each fold's start and end."""
+
+    def __init__(self):
+        self.starts, self.events = {}, []
+
+    def split_start(self, split_id, epochs):
+        import multiprocessing
+
+        self.starts[split_id] = {p.pid for p in multiprocessing.active_children()}
+        self.events.append(("start", split_id))
+
+    def split_end(self, split_id, result):
+        self.events.append(("end", split_id))
+
+
 def test_kfold_workers_give_the_same_results_as_sequential(tmp_path, regression_npz):
     text = REGRESSION + "validation: {scheme: kfold, n_splits: 2, monitor: val_mae}\n"
-    sequential = run(tmp_path, text, workers=1).metrics
-    parallel = run(tmp_path, text, workers=2).metrics
+    watch_sequential, watch_parallel = ProcessWatcher(), ProcessWatcher()
+    sequential = run(tmp_path, text, workers=1, observer=watch_sequential).metrics
+    parallel = run(tmp_path, text, workers=2, observer=watch_parallel).metrics
+    assert watch_sequential.starts == {"r0-f0": set(), "r0-f1": set()}, "workers=1 trains in this process"
+    assert set(watch_parallel.starts) == {"r0-f0", "r0-f1"}
+    first = watch_parallel.events[0][1]
+    workers = watch_parallel.starts[first]
+    assert len(workers) == 2 and os.getpid() not in workers, "both folds' worker processes run at once"
     assert sequential["folds"][0]["validation"] == parallel["folds"][0]["validation"]
     assert sequential["folds"][1]["validation"] == parallel["folds"][1]["validation"]
     assert sequential["validation"] == parallel["validation"]
@@ -203,3 +251,370 @@ def test_resolved_config_is_saved_with_overrides(tmp_path, regression_npz):
     assert saved["training"]["epochs"] == 2
     assert saved["compile"]["optimizer"] == {"name": "rmsprop", "learning_rate": 0.01}
     assert result.metrics["epochs_run"] == 2
+
+
+# --------------------------------------------------------------------------- what a run applies (issue 15)
+# A frozen model (one Dense layer, kernel 1, bias 0, not trainable) predicts the standardized feature
+# itself, so the metrics a run reports show which statistics were applied to the validation and test rows.
+# The validation rows (the first 10, hold-out size 10 / K-fold unshuffled) and the test rows have means
+# far from the training rows', so statistics fitted on the wrong rows give visibly different numbers.
+FROZEN_REGRESSION = """
+    seed: 0
+    dataset: {name: npz, path: frozen.npz}
+    preprocessing: {standardize: true}
+    model:
+      layers:
+        - {layer: Dense, units: 1, kernel_initializer: ones, bias_initializer: zeros, trainable: false}
+    compile: {loss: mse, metrics: [mae]}
+    training: {epochs: 2, batch_size: 8}
+    """
+FROZEN_CLASSES = """
+    seed: 0
+    dataset: {name: npz, path: frozen_cls.npz}
+    model:
+      layers:
+        - {layer: Dense, units: 3, activation: softmax, trainable: false}
+    compile: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+    training: {epochs: 1, batch_size: 8}
+    """
+
+
+def _frozen_run(tmp_path, text, arrays):
+    np.savez(tmp_path / ("frozen_cls.npz" if "frozen_cls" in text else "frozen.npz"), **arrays)
+    return run(tmp_path, text)
+
+
+@pytest.fixture(scope="module")
+def frozen_arrays():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(50, 1, 10), rng.normal(0, 2, 30), rng.normal(-20, 1, 10)])
+    y = np.concatenate([rng.normal(10, 1, 10), rng.normal(3, 1, 30), rng.normal(-5, 1, 10)])
+    x, y = x.astype("float32")[:, None], y.astype("float32")
+    return {"x_train": x[:40], "y_train": y[:40], "x_test": x[40:], "y_test": y[40:]}
+
+
+@pytest.fixture(scope="module")
+def frozen_holdout(tmp_path_factory, frozen_arrays):
+    return _frozen_run(tmp_path_factory.mktemp("frozen_holdout"),
+                       FROZEN_REGRESSION + "validation: {scheme: holdout, size: 10}\n", frozen_arrays)
+
+
+@pytest.fixture(scope="module")
+def frozen_kfold(tmp_path_factory, frozen_arrays):
+    return _frozen_run(tmp_path_factory.mktemp("frozen_kfold"),
+                       FROZEN_REGRESSION + "validation: {scheme: kfold, n_splits: 4, monitor: val_mae, "
+                       "final: {epochs: 1}}\n", frozen_arrays)
+
+
+def frozen_mae(x, y, fitted_on):
+    """mae of the frozen model on (x, y) with standardization fitted on `fitted_on` (float32, as kexp)."""
+    mean, std = fitted_on.mean(axis=0), fitted_on.std(axis=0)
+    return float(np.abs(y - ((x - mean) / std)[:, 0]).mean())
+
+
+def test_holdout_validation_and_test_rows_are_transformed_with_the_training_statistics(frozen_holdout,
+                                                                                        frozen_arrays):
+    x, y = frozen_arrays["x_train"], frozen_arrays["y_train"]
+    train, val = x[10:], x[:10]
+    m = frozen_holdout.metrics
+    expected = frozen_mae(val, y[:10], train)
+    assert last(m["validation"])["mae"] == pytest.approx(expected, rel=1e-4)
+    assert m["validation"]["best"]["mae"] == pytest.approx(expected, rel=1e-4)
+    for wrong in (val, x):  # statistics of the validation rows, or of all rows, would give these
+        assert abs(frozen_mae(val, y[:10], wrong) - expected) > 1.0
+    expected_test = frozen_mae(frozen_arrays["x_test"], frozen_arrays["y_test"], train)
+    assert m["test"]["mae"] == pytest.approx(expected_test, rel=1e-4)
+    assert abs(frozen_mae(frozen_arrays["x_test"], frozen_arrays["y_test"], frozen_arrays["x_test"])
+               - expected_test) > 1.0
+    history = read_history(frozen_holdout.path / "history.csv")
+    assert history["val_mae"] == pytest.approx([expected] * 2, rel=1e-4)
+
+
+def test_kfold_validation_rows_use_their_fold_statistics_and_test_rows_the_final_models(frozen_kfold,
+                                                                                      frozen_arrays):
+    x, y = frozen_arrays["x_train"], frozen_arrays["y_train"]
+    m = frozen_kfold.metrics
+    assert len(m["folds"]) == 4
+    for fold in m["folds"]:
+        val = np.arange(10 * fold["fold"], 10 * fold["fold"] + 10)
+        train = np.setdiff1d(np.arange(40), val)
+        expected = frozen_mae(x[val], y[val], x[train])
+        assert last(fold["validation"])["mae"] == pytest.approx(expected, rel=1e-4), fold["id"]
+        assert abs(frozen_mae(x[val], y[val], x[val]) - expected) > 0.5
+    # the final model is retrained on all 40 rows: the test rows get the statistics of all of them
+    assert m["final_model"]["n_train"] == 40
+    assert m["test"]["mae"] == pytest.approx(frozen_mae(frozen_arrays["x_test"], frozen_arrays["y_test"], x),
+                                             rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the run-level baseline
+def mean_baseline(y_train, y_val):
+    return float(np.abs(y_val - y_train.mean()).mean()), float(((y_val - y_train.mean()) ** 2).mean())
+
+
+def class_baseline(y_train, y_val):
+    """(majority accuracy, random accuracy) of a baseline fitted on y_train, scored on y_val."""
+    classes, counts = np.unique(y_train, return_counts=True)
+    majority = classes[np.argmax(counts)]
+    shares = dict(zip(classes.tolist(), (counts / counts.sum()).tolist()))
+    random = sum(shares.get(c, 0.0) * np.mean(y_val == c) for c in np.unique(y_val).tolist())
+    return float(np.mean(y_val == majority)), float(random)
+
+
+def assert_margin(baseline, loss_like):
+    sign = -1 if loss_like else 1
+    assert baseline["margin"] == pytest.approx(sign * (baseline["model"] - baseline["value"]))
+    assert baseline["margin"] != 0
+    assert baseline["beats"] is (baseline["margin"] > 0)
+
+
+def test_holdout_regression_baseline_is_fitted_on_training_labels_and_scored_on_validation_and_test(
+        frozen_holdout, frozen_arrays):
+    y = frozen_arrays["y_train"]
+    b = frozen_holdout.metrics["baseline"]
+    assert b["metric"] == "mae"
+    assert b["predict"] == pytest.approx(float(y[10:].mean()), rel=1e-5)
+    mae, mse = mean_baseline(y[10:], y[:10])
+    assert b["validation"]["mae"] == pytest.approx(mae, rel=1e-5)
+    assert b["validation"]["mse"] == pytest.approx(mse, rel=1e-5)
+    assert b["value"] == pytest.approx(mae, rel=1e-5)
+    test_mae, _ = mean_baseline(y[10:], frozen_arrays["y_test"])
+    assert b["test"]["mae"] == pytest.approx(test_mae, rel=1e-5)
+    m = frozen_holdout.metrics
+    assert b["model"] == pytest.approx(m["validation"]["best"]["mae"])
+    assert_margin(b, loss_like=True)
+
+
+def test_kfold_baseline_is_averaged_over_every_fold_with_a_loss_like_margin(frozen_kfold, frozen_arrays):
+    y = frozen_arrays["y_train"]
+    per_fold = []
+    for fold in range(4):
+        val = np.arange(10 * fold, 10 * fold + 10)
+        per_fold.append(mean_baseline(y[np.setdiff1d(np.arange(40), val)], y[val]))
+    b = frozen_kfold.metrics["baseline"]
+    assert b["metric"] == "mae"
+    assert b["value"] == pytest.approx(np.mean([p[0] for p in per_fold]), rel=1e-5)
+    assert b["validation"]["mae"] == pytest.approx(np.mean([p[0] for p in per_fold]), rel=1e-5)
+    assert b["validation"]["mse"] == pytest.approx(np.mean([p[1] for p in per_fold]), rel=1e-5)
+    m = frozen_kfold.metrics
+    assert b["model"] in (pytest.approx(m["validation"]["best"]["mae"]), pytest.approx(last(m["validation"])["mae"]))
+    assert_margin(b, loss_like=True)
+
+
+def test_kfold_test_baseline_is_fitted_on_all_training_labels(frozen_kfold, frozen_arrays):
+    b = frozen_kfold.metrics["baseline"]
+    test_mae, _ = mean_baseline(frozen_arrays["y_train"], frozen_arrays["y_test"])
+    assert b["test"]["mae"] == pytest.approx(test_mae, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def class_arrays():
+    # validation rows (the first 10) are mostly class 1; the 30 training rows mostly class 0
+    y = np.array([1] * 8 + [0, 2] + [0] * 16 + [1] * 8 + [2] * 6 + [0, 1, 1, 2, 2, 2, 0, 0, 1, 2])
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 2)).astype("float32")
+    return {"x_train": x[:40], "y_train": y[:40], "x_test": x[40:], "y_test": y[40:]}
+
+
+def test_holdout_class_baseline_is_fitted_on_training_labels_with_an_accuracy_like_margin(tmp_path,
+                                                                                         class_arrays):
+    result = _frozen_run(tmp_path, FROZEN_CLASSES + "validation: {scheme: holdout, size: 10}\n", class_arrays)
+    y = class_arrays["y_train"]
+    b = result.metrics["baseline"]
+    assert b["metric"] == "accuracy"
+    assert b["majority_class"] == 0, "the training rows' majority, not the validation rows' (1)"
+    majority, random = class_baseline(y[10:], y[:10])
+    assert b["validation"]["majority_accuracy"] == pytest.approx(majority)
+    assert b["validation"]["random_accuracy"] == pytest.approx(random)
+    assert b["value"] == pytest.approx(max(majority, random))
+    test_majority, test_random = class_baseline(y[10:], class_arrays["y_test"])
+    assert b["test"]["majority_accuracy"] == pytest.approx(test_majority)
+    assert b["test"]["random_accuracy"] == pytest.approx(test_random)
+    assert b["model"] == pytest.approx(result.metrics["validation"]["best"]["accuracy"])
+    assert_margin(b, loss_like=False)
+
+
+def test_iterated_stratified_kfold_run_balances_its_folds_and_averages_the_class_baseline_over_all(
+        tmp_path, class_arrays):
+    result = _frozen_run(tmp_path, FROZEN_CLASSES + "validation: {scheme: kfold, n_splits: 2, repeats: 2, "
+                         "shuffle: true, stratify: true}\n", class_arrays)
+    y = class_arrays["y_train"]
+    splits = json.loads((result.path / "folds.json").read_text())["splits"]
+    assert [s["id"] for s in splits] == ["r0-f0", "r0-f1", "r1-f0", "r1-f1"]
+    assert splits[0]["val_idx"] != splits[2]["val_idx"], "each repeat reshuffles"
+    totals = np.bincount(y, minlength=3)
+    per_fold = []
+    for split in splits:
+        counts = np.bincount(y[split["val_idx"]], minlength=3)
+        assert np.all(np.abs(counts - totals / 2) <= 0.5), (split["id"], counts, "the run's labels stratify it")
+        per_fold.append(class_baseline(y[split["train_idx"]], y[split["val_idx"]]))
+    b = result.metrics["baseline"]
+    assert b["metric"] == "accuracy"
+    assert b["validation"]["majority_accuracy"] == pytest.approx(np.mean([p[0] for p in per_fold]))
+    assert b["validation"]["random_accuracy"] == pytest.approx(np.mean([p[1] for p in per_fold]))
+    assert b["value"] == pytest.approx(np.mean([max(p) for p in per_fold]))
+    m = result.metrics
+    assert b["model"] in (pytest.approx(m["validation"]["best"]["accuracy"]),
+                          pytest.approx(last(m["validation"])["accuracy"]))
+    assert_margin(b, loss_like=False)
+
+
+# --------------------------------------------------------------------------- fast unit tests (mutation testing, TESTING.md)
+# summarize, _aggregate and _baseline on hand-made fold results: no training. Named test_unit_* so that
+# [tool.mutmut] can select them alone.
+def _kfold_config(**validation):
+    from kexp.config import validate_config
+
+    return validate_config({"name": "unit", "dataset": {"name": "iris"},
+                            "model": {"layers": [{"layer": "Dense", "units": 3}]},
+                            "compile": {"optimizer": "adam", "loss": "mse"},
+                            "validation": {"scheme": "kfold", "n_splits": 2, **validation}})
+
+
+LOGS = [{"loss": 1.0, "mae": 0.9, "val_loss": 0.9, "val_mae": 0.8, "learning_rate": 0.01, "epoch": 1},
+        {"loss": 0.5, "mae": 0.6, "val_loss": 0.7, "val_mae": 0.9, "learning_rate": 0.01, "epoch": 2},
+        {"loss": 0.3, "mae": 0.2, "val_loss": 0.8, "val_mae": 0.5, "learning_rate": 0.001, "epoch": 3}]
+
+
+def test_unit_summarize_gives_last_and_best_epoch_metrics_by_the_monitor_and_mode():
+    from kexp.experiment import summarize
+
+    assert summarize(LOGS, "val_loss", "min") == {
+        "epochs_run": 3, "best_epoch": 2,
+        "validation": {"last": {"loss": 0.8, "mae": 0.5}, "best": {"loss": 0.7, "mae": 0.9}},
+        "train": {"last": {"loss": 0.3, "mae": 0.2}, "best": {"loss": 0.5, "mae": 0.6}}}
+    assert summarize(LOGS, "val_mae", "max")["best_epoch"] == 2
+    assert summarize(LOGS, "val_mae", "min")["best_epoch"] == 3
+    assert summarize(LOGS, "loss", "max")["train"]["best"] == {"loss": 1.0, "mae": 0.9}
+
+
+def test_unit_summarize_without_a_finite_monitor_takes_the_last_epoch_and_without_logs_says_so():
+    from kexp.experiment import summarize
+
+    nan = [{**entry, "val_loss": float("nan")} for entry in LOGS]
+    assert summarize(nan, "val_loss", "min")["best_epoch"] == 3
+    assert summarize(LOGS, "val_auc", "max")["best_epoch"] == 3  # not logged at all
+    assert summarize(LOGS[:1], "val_loss", "min")["best_epoch"] == 1
+    assert summarize([], "val_loss", "min") == {"epochs_run": 0, "best_epoch": None, "validation": {}, "train": {}}
+
+
+def _fold(fold: int, curves: dict, last: dict, train_last: dict, *, old_format: bool = False) -> dict:
+    validation = {"final" if old_format else "last": last, "best": {"loss": -1.0}}
+    return {"id": f"r0-f{fold}", "repeat": 0, "fold": fold, "n_train": 6, "n_val": 3, "seed": fold,
+            "epochs_run": len(curves["loss"]), "best_epoch": 1, "validation": validation,
+            "train": {"last": train_last}, "duration_s": 1.5, "_curve": curves["val_loss"], "_curves": curves,
+            "_model": object(), "preprocessing": {"x": 1}}
+
+
+def _two_folds() -> list[dict]:
+    first = _fold(0, {"loss": [3.0, 2.0, 1.0], "val_loss": [4.0, 2.0, 3.0], "val_mae": [2.0, 1.0, 1.5]},
+                  {"loss": 3.0, "mae": 1.5}, {"loss": 1.0})
+    second = _fold(1, {"loss": [5.0, 4.0, 3.0, 2.5], "val_loss": [6.0, 4.0, 4.0, 5.0],
+                       "val_mae": [3.0, 2.0, 1.0, 1.0]}, {"loss": 4.0, "mae": 1.0}, {"loss": 3.0}, old_format=True)
+    return [second, first]  # finished out of order (parallel workers)
+
+
+def test_unit_aggregate_scores_the_folds_at_the_best_epoch_of_the_mean_curve():
+    from kexp.experiment import _aggregate
+
+    out = _aggregate(_kfold_config(), _two_folds(), "min")
+    assert [f["id"] for f in out["folds"]] == ["r0-f0", "r0-f1"]
+    assert set(out["folds"][1]) == {"id", "repeat", "fold", "n_train", "n_val", "seed", "epochs_run", "best_epoch",
+                                    "validation", "train", "duration_s"}
+    assert out["folds"][1]["validation"] == {"last": {"loss": 4.0, "mae": 1.0}, "best": {"loss": -1.0}}  # upgraded
+    assert out["curve"] == {"metric": "val_loss", "mean": [5.0, 3.0, 3.5], "std": [1.0, 1.0, 0.5],
+                            "smoothed": None, "best_epoch": 2}
+    assert out["best_epoch"] == 2 and out["epochs_run"] == 4
+    assert out["validation"] == {"best": {"loss": 3.0, "mae": 1.5}, "best_std": {"loss": 1.0, "mae": 0.5},
+                                 "last": {"loss": 3.5, "mae": 1.25}, "last_std": {"loss": 0.5, "mae": 0.25},
+                                 "best_epoch_source": "mean_curve"}
+    assert out["train"] == {"last": {"loss": 2.0}, "best": {"loss": 3.0}}
+    assert out["curves"] == {"loss": [4.0, 3.0, 2.0], "val_loss": [5.0, 3.0, 3.5], "val_mae": [2.5, 1.5, 1.25]}
+    assert "fold's training part only" in out["preprocessing"]
+    assert _aggregate(_kfold_config(), _two_folds(), "max")["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("factor, skip, smoothed, best", [
+    (0.5, 0, [5.0, 4.0, 3.75], 3),  # the smoothed curve is still falling at epoch 3
+    (0.5, 1, [3.0, 3.25], 2),  # epoch 1 left out: best at the first kept point, epoch 1 + 1
+    (0.5, 5, [5.0, 4.0, 3.75], 3),  # a skip longer than the curve is ignored
+])
+def test_unit_aggregate_with_smoothing_takes_the_best_epoch_of_the_smoothed_curve(factor, skip, smoothed, best):
+    from kexp.experiment import _aggregate
+
+    out = _aggregate(_kfold_config(smoothing={"factor": factor, "skip": skip}), _two_folds(), "min")
+    assert out["curve"]["smoothed"] == pytest.approx(smoothed)
+    assert out["curve"]["skip"] == (skip if skip < 3 else 0) and out["curve"]["factor"] == factor
+    assert out["curve"]["best_epoch"] == out["best_epoch"] == best
+    at = {3: {"loss": 3.5, "mae": 1.25}, 2: {"loss": 3.0, "mae": 1.5}}[best]
+    assert out["validation"]["best"] == at
+
+
+def test_unit_aggregate_of_folds_without_a_finite_curve_has_no_best_epoch():
+    from kexp.experiment import _aggregate
+
+    folds = _two_folds()
+    for fold in folds:
+        fold["_curve"] = [float("nan")] * 3
+    out = _aggregate(_kfold_config(smoothing={"factor": 0.5, "skip": 0}), folds, "min")
+    assert out["best_epoch"] is None and out["curve"]["best_epoch"] is None and out["curve"]["smoothed"] is None
+    assert out["validation"]["best"] == {} and out["validation"]["best_std"] == {}
+    assert out["train"]["best"] == {} and out["train"]["last"] == {"loss": 2.0}
+
+
+def _splits(*val_parts, n):
+    from kexp.validation import Split
+
+    return [Split(f"r0-f{i}", 0, i, np.setdiff1d(np.arange(n), val), np.asarray(val)) for i, val in enumerate(val_parts)]
+
+
+def test_unit_baseline_of_a_holdout_regression_run_is_fitted_on_training_labels():
+    from kexp.experiment import _baseline
+
+    y = np.array([1.0, 2.0, 3.0, 10.0])
+    metrics = {"best_epoch": 1, "validation": {"best": {"mae": 5.0, "loss": 9.0}, "last": {"mae": 7.0}},
+               "test": {"mae": 4.0}}
+    result = _baseline("regression", y, np.array([2.0, 4.0]), _splits([3], n=4), metrics, "mae", "")
+    assert result["validation"] == pytest.approx({"mae": 8.0, "mse": 64.0})  # predicts the training mean 2
+    assert result["test"] == pytest.approx({"mae": 1.0, "mse": 2.0})
+    assert result["value"] == 8.0 and result["model"] == 5.0
+    assert result["margin"] == pytest.approx(3.0) and result["beats"] is True
+    assert result["test_model"] == 4.0
+    no_best = _baseline("regression", y, None, _splits([3], n=4), {**metrics, "best_epoch": None}, "mae", "")
+    assert no_best["model"] == 7.0 and "test_model" not in no_best  # the last epoch's score, no test data
+    assert "test_model" not in _baseline("regression", y, np.array([2.0]), _splits([3], n=4),
+                                         {**metrics, "test": None}, "mae", "")
+
+
+def test_unit_kfold_baseline_is_averaged_over_the_folds_with_the_margin_oriented_by_the_metric():
+    from kexp.experiment import _baseline
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    splits = _splits([0, 1, 3], [2, 4, 5], n=6)
+    metrics = {"best_epoch": 2, "validation": {"best": {"accuracy": 0.9}}}
+    result = _baseline("binary", y, np.array([1, 1]), splits, metrics, "accuracy", "")
+    # fold 0 trains on [0, 1, 1]: majority 1 scores 1/3 on [0, 0, 1]; random 1/3*2/3 + 2/3*1/3 = 4/9
+    # fold 1 trains on [0, 0, 1]: majority 0 scores 1/3 on [0, 1, 1]; random 4/9 too
+    assert result["validation"] == pytest.approx({"majority_accuracy": 1 / 3, "random_accuracy": 4 / 9})
+    assert result["value"] == pytest.approx(4 / 9)
+    assert result["margin"] == pytest.approx(0.9 - 4 / 9) and result["beats"] is True
+    assert result["test"] == pytest.approx({"majority_accuracy": 1.0, "random_accuracy": 2 / 3})  # fold 0's
+    worse = _baseline("binary", y, None, splits, {**metrics, "validation": {"best": {"accuracy": 0.2}}},
+                      "accuracy", "")
+    assert worse["margin"] == pytest.approx(0.2 - 4 / 9) and worse["beats"] is False
+    regression = _baseline("regression", np.array([1.0, 2.0, 3.0, 4.0]), None, _splits([0, 1], [2, 3], n=4),
+                           {"best_epoch": 1, "validation": {"best": {"mae": 1.0}}}, "mae", "")
+    # fold 0 predicts 3.5 for [1, 2]: mae 2; fold 1 predicts 1.5 for [3, 4]: mae 2
+    assert regression["value"] == pytest.approx(2.0)
+    assert regression["margin"] == pytest.approx(1.0) and regression["beats"] is True  # lower error is better
+
+
+def test_unit_baseline_finds_a_comparable_metric_and_never_fails_a_run():
+    from kexp.experiment import _baseline
+
+    y = np.array([1.0, 2.0, 3.0, 10.0])
+    metrics = {"best_epoch": 1, "validation": {"best": {"loss": 9.0, "price_mae": 5.0}}}
+    result = _baseline("regression", y, None, _splits([3], n=4), metrics, "price_loss", "price_")
+    assert result["metric"] == "mae" and result["model"] == 5.0
+    broken = _baseline("regression", np.array([1.0, 2.0]), None, _splits([5], n=2), metrics, "mae", "")
+    assert set(broken) == {"error"} and broken["error"].startswith("IndexError: ")

@@ -73,7 +73,7 @@ def test_unknown_layer_argument_names_the_key_and_allowed_arguments():
 
 
 def test_bad_values_and_shapes_are_reported_by_layer():
-    _, problems = build([{"layer": "Dense", "units": 2, "activation": "relux"}])
+    _, problems = build([{"layer": "Dense", "units": -2}])
     assert problems and problems[0].startswith("model.layers.0: Dense:")
     _, problems = build([{"layer": "Conv2D", "filters": 2, "kernel_size": 3}])
     assert problems[0].startswith("model.layers.0: Conv2D cannot take its input")

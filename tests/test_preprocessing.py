@@ -104,3 +104,104 @@ def test_encode_labels():
     np.testing.assert_array_equal(encode_labels(y, "categorical", 3), np.eye(3, dtype="float32")[[2, 0, 1]])
     assert encode_labels(y, "sparse", 3).tolist() == [2, 0, 1]
     assert encode_labels(np.array([0, 1]), "binary", 2).dtype == np.float32
+
+
+# --------------------------------------------------------------------------- imputation, one-hot, channels
+from kexp.errors import ConfigError, DataError
+
+
+def csv_config(preprocessing, **dataset):
+    return validate_config({
+        "dataset": {"name": "csv", "path": "d.csv", "target": "y", **dataset},
+        "preprocessing": preprocessing,
+        "model": {"layers": [{"layer": "Dense", "units": 1}]},
+        "compile": {"loss": "mse"},
+    })
+
+
+def table(rows, categorical=None, names=("num", "cat")):
+    x = np.array(rows, dtype=object if categorical else "float32")
+    d = data(x, np.zeros(len(rows)))
+    d.categorical, d.feature_names = categorical, list(names)
+    return d
+
+
+@pytest.mark.parametrize("strategy, fill", [("mean", 2.0), ("most_frequent", 1.0)])
+def test_imputed_values_come_from_the_training_rows_only(strategy, fill):
+    x_train = np.array([[1.0], [1.0], [4.0], [np.nan]], dtype="float32")
+    x_val = np.array([[np.nan], [100.0]], dtype="float32")  # a very different validation mean
+    d = table(x_train.tolist(), names=("num",))
+    pre = Preprocessor(csv_config({}, missing=strategy), d).fit(x_train)
+    np.testing.assert_allclose(pre.transform(x_train)[:, 0], [1.0, 1.0, 4.0, fill])
+    np.testing.assert_allclose(pre.transform(x_val)[:, 0], [fill, 100.0])
+    assert pre.fitted()["x"]["imputed"] == {"strategy": strategy, "values": {"num": fill}}
+    assert pre.fitted()["x"]["n_samples"] == 4
+
+
+def test_without_a_missing_policy_nothing_is_imputed():
+    x = np.array([[1.0], [np.nan]], dtype="float32")
+    pre = Preprocessor(csv_config({}), table(x.tolist(), names=("num",))).fit(x)
+    assert np.isnan(pre.transform(x)[1, 0]) and pre.fitted() == {}
+
+
+def test_one_hot_categories_come_from_the_training_rows_and_unknown_ones_are_zeros():
+    x_train = np.array([[1.0, "b"], [2.0, "a"], [3.0, "b"]], dtype=object)
+    x_val = np.array([[4.0, "c"], [5.0, "a"]], dtype=object)  # 'c' only in validation
+    pre = Preprocessor(csv_config({}, categorical=["cat"]), table(x_train.tolist(), {"x": [1]})).fit(x_train)
+    out = pre.transform(x_val)
+    assert out.dtype == np.float32 and out.shape == (2, 3)  # num, then cat=a, cat=b in the column's place
+    np.testing.assert_array_equal(out, [[4.0, 0.0, 0.0], [5.0, 1.0, 0.0]])
+    assert pre.fitted()["x"]["one_hot"] == {"cat": ["a", "b"]}
+
+
+def test_standardize_leaves_one_hot_columns_0_1_and_imputes_categories_by_the_most_frequent():
+    x_train = np.array([[1.0, "b"], [3.0, "a"], [np.nan, "b"], [2.0, None]], dtype=object)
+    pre = Preprocessor(csv_config({"standardize": True}, categorical=["cat"], missing="mean"),
+                       table(x_train.tolist(), {"x": [1]})).fit(x_train)
+    out = pre.transform(x_train)
+    np.testing.assert_allclose(out[:, 1:], [[0, 1], [1, 0], [0, 1], [0, 1]])  # None -> 'b', the most frequent
+    np.testing.assert_allclose(out[:, 0].mean(), 0.0, atol=1e-6)
+    fitted = pre.fitted()["x"]
+    assert fitted["imputed"] == {"strategy": "mean", "values": {"num": 2.0, "cat": "b"}}
+    assert fitted["mean"] == [2.0, 0.0, 0.0] and fitted["std"][1:] == [1.0, 1.0]
+
+
+def test_channels_last_adds_a_trailing_channel_axis():
+    images = np.zeros((2, 4, 5), dtype="uint8")
+    pre = Preprocessor(config({"channels_last": True, "scale": 1 / 255}), data(images, np.zeros(2))).fit(images)
+    assert pre.transform(images).shape == (2, 4, 5, 1)
+
+
+@pytest.mark.parametrize("shape, what", [((2, 4), "is not an image"), ((2, 4, 4, 3), "has a channel axis already")])
+def test_channels_last_on_other_inputs_is_an_error(shape, what):
+    x = np.zeros(shape, dtype="float32")
+    with pytest.raises(DataError, match=rf"preprocessing\.channels_last: .*{what}; remove it"):
+        Preprocessor(config({"channels_last": True}), data(x, np.zeros(2))).fit(x)
+
+
+def test_channels_last_and_flatten_exclude_each_other():
+    with pytest.raises(ConfigError, match=r"preprocessing: channels_last and flatten exclude each other"):
+        config({"channels_last": True, "flatten": True})
+
+
+# --------------------------------------------------------------------------- mutation-testing kills (TESTING.md)
+def test_encoded_labels_have_the_dtypes_and_shapes_keras_losses_take():
+    from kexp.preprocessing import encode_labels
+
+    column = np.array([[2], [0], [1]])  # (n, 1) labels, as CSV/npz columns come
+    sparse = encode_labels(column, "sparse", 3)
+    assert sparse.dtype == np.int32 and sparse.tolist() == [2, 0, 1]
+    categorical = encode_labels(column, "categorical", 4)
+    assert categorical.dtype == np.float32 and categorical.tolist() == [[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0]]
+    raw = encode_labels(np.array([[0.5, 1], [2, 3]]), "raw", None)
+    assert raw.dtype == np.float32 and raw.tolist() == [[0.5, 1.0], [2.0, 3.0]]
+    binary = encode_labels([1, 0], "binary", 2)
+    assert binary.dtype == np.float32 and binary.tolist() == [1.0, 0.0]
+
+
+def test_pad_sequences_pads_with_zeros_by_default_into_int32():
+    from kexp.preprocessing import pad_sequences
+
+    padded = pad_sequences(Ragged.from_lists([[7, 8], [9]]), 3)
+    assert padded.dtype == np.int32 and padded.tolist() == [[0, 7, 8], [0, 0, 9]]
+    assert pad_sequences(Ragged.from_lists([[7, 8], [9]]), 3, value=5).tolist() == [[5, 7, 8], [5, 5, 9]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,19 +22,23 @@ import pytest
 from cli_runner import invoke, no_traceback, stderr_of
 from kexp.runs import find_runs, read_history, read_run
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+# `python -m kexp` from the checkout (first on PYTHONPATH), never an installed copy of the code under test;
+# KERAS_HOME and KERAS_BACKEND come from the session (conftest.py)
 ENV = {**os.environ, "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1",
-       "PYTHONUNBUFFERED": "1"}
+       "PYTHONUNBUFFERED": "1",
+       "PYTHONPATH": os.pathsep.join([str(CHECKOUT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 FOREVER = "training.epochs=100000"  # a run that is surely mid-training when the test acts
 
 
 class Kexp:
     """A `kexp` subprocess with its output in files (no pipe can fill up and block it)."""
 
-    def __init__(self, args: list[str], cwd: Path, tag: str):
+    def __init__(self, args: list[str], cwd: Path, tag: str, env: dict | None = None):
         self.out, self.err = cwd / f"{tag}.out", cwd / f"{tag}.err"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             # SIGINT as a terminal would deliver it, even when pytest itself runs with it ignored
-            self.proc = subprocess.Popen([sys.executable, "-m", "kexp", *args], cwd=cwd, env=ENV, stdout=out,
+            self.proc = subprocess.Popen([sys.executable, "-m", "kexp", *args], cwd=cwd, env=env or ENV, stdout=out,
                                          stderr=err, stdin=subprocess.DEVNULL,
                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -65,8 +68,8 @@ def kexp(tmp_path):
     """Start `kexp ARGS...` in tmp_path; every process still running at the end is killed."""
     started: list[Kexp] = []
 
-    def start(*args: str) -> Kexp:
-        process = Kexp([str(a) for a in args], tmp_path, f"kexp{len(started)}")
+    def start(*args: str, env: dict | None = None) -> Kexp:
+        process = Kexp([str(a) for a in args], tmp_path, f"kexp{len(started)}", env)
         started.append(process)
         return process
 
@@ -127,34 +130,63 @@ def test_a_signal_mid_training_marks_the_run_interrupted_and_keeps_history_and_b
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
-def test_a_second_sigint_while_shutting_down_still_exits_quietly(tiny_config, tmp_path, kexp):
+# Loaded into the kexp process (as sitecustomize, from PYTHONPATH): at interpreter exit, after everything
+# else (atexit runs handlers last-in, first-out), it says so in a file and then lingers up to 60 s, as a
+# slow TensorFlow teardown would; `done` is written only if nothing ends the process meanwhile.
+LINGER_AT_EXIT = """
+import atexit, os, time
+
+def _linger(folder=os.environ["KEXP_TEST_LINGER"]):
+    open(os.path.join(folder, "exiting"), "w").close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    open(os.path.join(folder, "done"), "w").close()
+
+atexit.register(_linger)
+"""
+
+
+def test_a_second_sigint_while_shutting_down_exits_at_once_and_quietly(tiny_config, tmp_path, kexp):
+    """Ctrl-C pressed again while an interrupted run shuts down: the second SIGINT is sent while the
+    process is surely still alive (held in its exit handlers) and ends it at once with 130, quietly."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(LINGER_AT_EXIT)
+    env = {**ENV, "KEXP_TEST_LINGER": str(hook), "PYTHONPATH": os.pathsep.join([str(hook), ENV["PYTHONPATH"]])}
     runs_dir = tmp_path / "runs"
-    run = kexp("train", tiny_config, "--runs-dir", runs_dir, "--quiet", "--set", FOREVER)
+    # K-fold: no best.keras is saved at epoch ends, so the first SIGINT cannot land inside a save (see
+    # test_a_sigint_while_best_keras_is_saved_marks_the_run_interrupted)
+    run = kexp("kfold", tiny_config, "--runs-dir", runs_dir, "--quiet", "--set", FOREVER,
+               "--set", "validation={scheme: kfold, n_splits: 2}", env=env)
     folder = run.wait_for(lambda: only_run(runs_dir), "the run folder")
-    run.wait_for(lambda: epochs_done(folder) >= 1, "an epoch")
+    run.wait_for(lambda: epochs_done(folder / "folds" / "r0-f0") >= 1, "an epoch")
     run.proc.send_signal(signal.SIGINT)
-    run.wait_for(lambda: read_run(folder).status == "interrupted", "the interrupted status", timeout=30)
-    for _ in range(3):  # Ctrl-C pressed again while the process tears down
-        if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGINT)
-        time.sleep(0.02)
+    run.wait_for(lambda: (hook / "exiting").exists(), "the process to reach its exit handlers", timeout=60)
+    assert read_run(folder).status == "interrupted"
+    assert run.proc.poll() is None  # alive, lingering: the second signal cannot miss it
+    sent = time.monotonic()
+    run.proc.send_signal(signal.SIGINT)
     code, out, err = run.finish(timeout=30)
-    assert code in (130, -signal.SIGINT), err
+    assert time.monotonic() - sent < 20, "the second SIGINT did not end the process"
+    assert not (hook / "done").exists()  # ended by the signal, not by the exit handler running out
+    assert code == 130, err
     no_traceback(out, err)
+    assert err.count("interrupted") == 1, err
     assert read_run(folder).status == "interrupted"
 
 
-def test_sigkill_at_a_random_moment_leaves_a_folder_compare_and_show_read_as_incomplete(
-        tiny_config, tmp_path, kexp):
-    seed = random.randrange(10**6)
-    delay = random.Random(seed).uniform(0, 1.5)
+@pytest.mark.parametrize("moment", ["as_the_folder_appears", "after_an_epoch"])
+def test_sigkill_leaves_a_folder_compare_and_show_read_as_incomplete(moment, tiny_config, tmp_path, kexp):
+    """SIGKILL at two fixed moments: while the run folder is being set up (config, environment) and
+    mid-training."""
     runs_dir = tmp_path / "runs"
     run = kexp("train", tiny_config, "--runs-dir", runs_dir, "--quiet", "--set", FOREVER)
     folder = run.wait_for(lambda: only_run(runs_dir), "the run folder")
-    time.sleep(delay)  # from the folder's creation into config/environment writing or training
+    if moment == "after_an_epoch":
+        run.wait_for(lambda: epochs_done(folder) >= 1, "an epoch")
     run.proc.kill()
     run.proc.wait()
-    print(f"killed {delay:.3f} s after the run folder appeared (seed {seed}), after {epochs_done(folder)} epochs")
 
     record = read_run(folder)
     assert record.status == "incomplete", record
@@ -175,6 +207,34 @@ def test_an_earlier_interrupt_in_the_same_process_does_not_stop_the_next_run(
     result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
     assert read_run(only_run(tmp_path / "runs")).status == "completed"
+
+
+def test_a_sigint_while_best_keras_is_saved_marks_the_run_interrupted(tiny_config, tmp_path, keep_signal_handlers,
+                                                                       monkeypatch):
+    """Ctrl-C lands while best.keras is being written (deterministically: inside the zip writer of the
+    temporary file): the run is interrupted (exit 130, status interrupted), not failed."""
+    import zipfile
+
+    import kexp.experiment
+
+    real_open, fired = zipfile.ZipFile.open, []
+
+    def open_(self, name, mode="r", *args, **kwargs):
+        handle = real_open(self, name, mode, *args, **kwargs)
+        if mode == "w" and str(self.filename).endswith(".tmp.keras") and not fired:
+            fired.append(name)
+            kexp.experiment.STOP.set()  # what kexp's SIGINT handler does before raising
+            raise KeyboardInterrupt
+        return handle
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", open_)
+    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert fired, "best.keras was never saved"
+    record = read_run(only_run(tmp_path / "runs"))
+    assert record.status == "interrupted", record.status_data
+    assert result.exit_code == 130, result.output
+    assert "interrupted; what was done is kept in" in stderr_of(result)
+    assert not [p.name for p in record.path.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
 # --------------------------------------------------------------------------- numerical failure
@@ -303,3 +363,23 @@ def test_four_simultaneous_runs_into_one_runs_directory_each_get_their_own_compl
         assert read_history(record.path / "history.csv")["epoch"] == [1.0, 2.0]
         assert (record.path / "model.keras").is_file()
         assert not [p.name for p in record.path.iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- the test session itself
+def test_the_session_runs_the_checkouts_code_with_a_private_keras_home(tmp_path):
+    """Subprocesses started from anywhere import kexp from this checkout, ahead of any installed copy,
+    and no test reads or writes the user's Keras settings (~/.keras: keras.json, its floatx)."""
+    code = ("import json, os, sys, kexp; print(json.dumps({'kexp': kexp.__file__, 'path': sys.path, "
+            "'home': os.environ.get('KERAS_HOME'), 'backend': os.environ.get('KERAS_BACKEND')}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert Path(seen["kexp"]).resolve() == CHECKOUT / "kexp" / "__init__.py"
+    path = [str(Path(p).resolve()) for p in seen["path"] if p]
+    first_site = min((i for i, p in enumerate(path) if "site-packages" in p), default=len(path))
+    assert str(CHECKOUT) in path[:first_site], seen["path"]
+    home = Path(seen["home"]).resolve()
+    assert seen["backend"] == "tensorflow"
+    assert home != Path.home() / ".keras" and Path.home() / ".keras" not in home.parents
+    assert not (home / "keras.json").exists() or json.loads((home / "keras.json").read_text())["floatx"] == "float32"

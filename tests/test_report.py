@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -13,158 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from helpers import BOSTON, assert_png_plot, holdout_metrics, kfold_metrics, make_run, render
 from typer.testing import CliRunner
 
 from kexp import report, runs
 from kexp.cli import app
 from kexp.errors import RunError
-
-# --------------------------------------------------------------------------- fabricated run folders
-REUTERS = {
-    "name": "reuters",
-    "seed": 0,
-    "dataset": {"name": "reuters", "num_words": 10000, "data_dir": None},
-    "preprocessing": {"multi_hot": 10000, "labels": "categorical", "standardize": False},
-    "model": {
-        "layers": [
-            {"layer": "Dense", "units": 64, "activation": "relu"},
-            {"layer": "Dense", "units": 64, "activation": "relu"},
-            {"layer": "Dense", "units": 46, "activation": "softmax"},
-        ],
-        "inputs": None,
-        "outputs": None,
-    },
-    "compile": {"optimizer": {"name": "rmsprop"}, "loss": {"name": "categorical_crossentropy"},
-                "metrics": [{"name": "accuracy"}]},
-    "training": {"epochs": 20, "batch_size": 512, "shuffle": True, "callbacks": []},
-    "validation": {"scheme": "holdout", "size": 1000, "shuffle": False, "seed": None, "monitor": "val_loss",
-                   "mode": "auto", "final": {"epochs": 9}},
-}
-
-BOSTON = {
-    "name": "boston",
-    "seed": 0,
-    "dataset": {"name": "boston_housing", "test_split": 0.2},
-    "preprocessing": {"standardize": True},
-    "model": {"layers": [{"layer": "Dense", "units": 64, "activation": "relu"}, {"layer": "Dense", "units": 1}]},
-    "compile": {"optimizer": {"name": "rmsprop"}, "loss": {"name": "mse"}, "metrics": [{"name": "mae"}]},
-    "training": {"epochs": 30, "batch_size": 16, "callbacks": []},
-    "validation": {"scheme": "kfold", "n_splits": 3, "repeats": 1, "shuffle": False, "seed": None,
-                   "monitor": "val_mae", "mode": "auto", "final": None,
-                   "smoothing": {"factor": 0.9, "skip": 2}},
-}
-
-
-def u_curve(epochs: int, low_at: int, low: float = 0.9) -> list[float]:
-    """A validation loss falling to `low` at epoch `low_at` and rising after it."""
-    return [low + 0.05 * (e - low_at) ** 2 / max(low_at, 1) for e in range(1, epochs + 1)]
-
-
-def holdout_metrics(*, val_acc: float = 0.8, val_loss: float = 0.9, test_acc: float | None = 0.78,
-                    epochs: int = 20, best: int = 9, baseline: float = 0.36, total_s: float = 41.0) -> dict:
-    return {
-        "command": "train", "dataset": "reuters", "scheme": "holdout", "monitor": "val_loss", "mode": "min",
-        "main_metric": "accuracy", "epochs_run": epochs, "best_epoch": best,
-        "validation": {"final": {"loss": val_loss + 0.1, "accuracy": val_acc - 0.01},
-                       "best": {"loss": val_loss, "accuracy": val_acc}},
-        "train": {"final": {"loss": 0.1, "accuracy": 0.97}},
-        "final_model": {"epochs": 9, "n_train": 8982},
-        "test": None if test_acc is None else {"loss": 0.95, "accuracy": test_acc},
-        "baseline": {"task": "multiclass", "metric": "accuracy",
-                     "validation": {"majority_accuracy": baseline, "random_accuracy": 0.19},
-                     "test": {"majority_accuracy": 0.36, "random_accuracy": 0.19}, "value": baseline,
-                     "model": val_acc, "margin": val_acc - baseline, "beats": val_acc > baseline},
-        "diagnostics": {"best_epoch": best, "overfit_epoch": best,
-                        "sentence": f"Validation loss was lowest at epoch {best} and rose afterwards."},
-        "durations": {"total_s": total_s, "data_s": 3.1, "train_s": 30.0, "final_s": 8.0},
-        "stop_reason": None,
-    }
-
-
-def kfold_metrics(n_folds: int = 3, epochs: int = 30) -> dict:
-    folds = [{"id": f"r0-f{i}", "repeat": 0, "fold": i, "n_train": 270, "n_val": 134, "epochs_run": epochs,
-              "best_epoch": 12 + i, "validation": {"final": {"loss": 12.0 + i, "mae": 2.5 + 0.1 * i},
-                                                   "best": {"loss": 10.0 + i, "mae": 2.3 + 0.1 * i}},
-              "train": {"final": {"loss": 5.0, "mae": 1.6}}, "duration_s": 4.0} for i in range(n_folds)]
-    mean = [3.0 - 0.02 * e for e in range(epochs)]
-    return {
-        "command": "kfold", "dataset": "boston_housing", "scheme": "kfold", "monitor": "val_mae", "mode": "min",
-        "main_metric": "mae", "epochs_run": epochs, "best_epoch": 13,
-        "validation": {"final": {"loss": 13.0, "mae": 2.6}, "best": {"loss": 11.0, "mae": 2.4},
-                       "final_std": {"loss": 0.8, "mae": 0.08}, "best_std": {"loss": 0.8, "mae": 0.0816}},
-        "train": {"final": {"loss": 5.0, "mae": 1.6}},
-        "folds": folds,
-        "curve": {"metric": "val_mae", "mean": mean, "std": [0.1] * epochs, "smoothed": mean[2:], "skip": 2,
-                  "factor": 0.9, "best_epoch": 13},
-        "final_model": None, "test": None,
-        "baseline": {"task": "regression", "metric": "mae", "validation": {"mae": 6.5, "mse": 80.0}, "test": None,
-                     "value": 6.5, "model": 2.4, "margin": 4.1, "beats": True},
-        "diagnostics": {"best_epoch": 13, "overfit_epoch": None, "sentence": "No overfitting seen in 30 epochs."},
-        "durations": {"total_s": 12.5},
-        "stop_reason": None,
-    }
-
-
-def write_history(path: Path, epochs: int, *, metric: str = "accuracy", low_at: int = 9,
-                  start: float = 0.5) -> None:
-    writer = runs.HistoryWriter(path)
-    val = u_curve(epochs, low_at)
-    for e in range(1, epochs + 1):
-        writer.append(e, {"loss": 2.0 / e, metric: start + 0.02 * e, "val_loss": val[e - 1],
-                          f"val_{metric}": start + 0.015 * min(e, low_at)})
-    writer.close()
-
-
-_counter = iter(range(10**6))
-
-
-def make_run(root: Path, name: str = "reuters", *, config: dict | None = None, metrics: dict | None | bool = True,
-             status: str = "completed", command: str | None = None, started: str | None = None,
-             pid: int | None = None, history: bool = True, **overrides) -> Path:
-    """A run folder as the training side writes it (through kexp.runs' writers).
-
-    `metrics=True` gives hold-out (or K-fold, for a kfold config) metrics; None/False writes none;
-    `overrides` are dotted config keys with `__` for dots: training__batch_size=128."""
-    config = copy.deepcopy(config if config is not None else REUTERS)
-    config["name"] = name
-    for key, value in overrides.items():
-        node, parts = config, key.split("__")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        node[int(parts[-1]) if isinstance(node, list) else parts[-1]] = value
-    kfold = config["validation"]["scheme"] == "kfold"
-    command = command or ("kfold" if kfold else "train")
-    n = next(_counter)
-    started = started or f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z"
-    stamp = started.replace("-", "").replace(":", "")
-    path = root / f"{stamp}-{name}-{n:06x}"
-    path.mkdir(parents=True)
-    runs.write_json(path / "status.json", {
-        "status": status, "command": command, "pid": os.getpid() if pid is None else pid,
-        "host": os.uname().nodename if hasattr(os, "uname") else "host", "started": started,
-        "updated": started, **({"ended": started} if status != "running" else {}),
-        **({"error": "loss became NaN"} if status == "failed" else {}),
-    })
-    runs.Run(path=path, command=command).write_config(config)
-    runs.write_json(path / "environment.json", {"python": "3.11"})
-    if metrics is True:
-        metrics = kfold_metrics() if kfold else holdout_metrics()
-    if metrics:
-        runs.write_json(path / "metrics.json", metrics)
-    if history:
-        if kfold:
-            for fold in (metrics or kfold_metrics())["folds"]:
-                write_history(path / "folds" / fold["id"] / "history.csv", 30, metric="mae", low_at=13, start=3.0)
-        else:
-            write_history(path / "history.csv", 20)
-    return path
-
-
-def render(renderable, width: int = 100) -> str:
-    console = Console(file=io.StringIO(), width=width, color_system=None, legacy_windows=False)
-    console.print(renderable)
-    return console.file.getvalue()
 
 
 def parse_csv(text: str) -> list[dict]:
@@ -425,8 +278,15 @@ def test_partial_and_corrupt_folders_are_listed_with_their_status(messy):
     joined = "\n".join(comparison.warnings)
     assert "metrics.json: unreadable" in joined and "status.json: missing" in joined
     assert "garbage-ffffff: skipped, nothing readable (status.json: unreadable" in joined
-    for fmt in report.FORMATS:
-        report.render(comparison, fmt)
+    for fmt in report.FORMATS:  # every format shows every readable run with its status, one row each
+        rendered = report.render(comparison, fmt)
+        text = rendered if isinstance(rendered, str) else render(rendered, width=250)
+        flat = "".join(text.split())
+        for name, state in status.items():
+            assert name in flat and state in flat, (fmt, name, state, text)
+        assert "garbage-ffffff" not in flat, fmt
+    assert len(json.loads(report.render(comparison, "json"))) == len(status)
+    assert len(parse_csv(report.render(comparison, "csv"))) == len(status)
 
 
 def test_compare_command_survives_messy_folders(messy):
@@ -461,6 +321,9 @@ def test_no_runs_is_an_error_with_exit_code_1(tmp_path):
 def test_a_missing_path_is_refused_by_the_command(tmp_path):
     result = invoke("compare", tmp_path / "nope")
     assert result.exit_code == 2, result.output
+    message = "".join(result.stderr.replace("│", " ").split())  # the text inside Click's box, unwrapped
+    assert "".join(f"Path '{tmp_path / 'nope'}' does not exist".split()) in message, result.stderr
+    assert result.stdout == ""
 
 
 # --------------------------------------------------------------------------- the commands
@@ -490,7 +353,7 @@ def test_compare_command_writes_a_plot(reuters_pair, tmp_path):
     target = tmp_path / "out" / "acc.png"
     result = invoke("compare", reuters_pair, "--plot", "accuracy", "--output", target, "--format", "json")
     assert result.exit_code == 0, result.output
-    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_png_plot(target)
     json.loads(result.stdout)  # the "wrote" line goes to stderr
     assert "wrote" in result.stderr
 

@@ -23,19 +23,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from cli_runner import invoke, stderr_of
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from cli_runner import invoke, stderr_of
 from kexp.config import NAME_PATTERN, Config, load_config, validate_config
 from kexp.errors import ConfigError, RunError
 from kexp.runs import create_run, find_runs, read_run
 
-settings.register_profile("kexp-ci", max_examples=150, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("kexp-thorough", max_examples=20_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-PROFILE = settings.get_profile(os.environ.get("KEXP_HYPOTHESIS_PROFILE", "kexp-ci"))
+# the profile conftest.py loaded (KEXP_HYPOTHESIS_PROFILE: kexp-ci by default, or kexp-thorough)
+PROFILE = settings.default
 # the CLI-level tests run whole commands in-process: a fifth of the examples (or KEXP_HYPOTHESIS_CLI_EXAMPLES)
 CLI_PROFILE = settings(PROFILE, max_examples=int(os.environ.get("KEXP_HYPOTHESIS_CLI_EXAMPLES",
                                                                 max(20, PROFILE.max_examples // 5))))
@@ -160,9 +157,117 @@ def truncated(draw):
     return data[: draw(st.integers(0, len(data)))]
 
 
+# --------------------------------------------------------------------------- valid but unusual
+# The other half of every property: configs that are valid, written in unusual ways and with unusual
+# (but allowed) values, so that "accepted, round-trips, builds, trains" is exercised, not only refusal.
+HIDDEN_LAYERS = st.one_of(
+    st.builds(lambda units, activation: {"layer": "Dense", "units": units, "activation": activation},
+              st.integers(1, 16), st.sampled_from(["relu", "tanh", "sigmoid", "linear", "elu", "gelu", "swish"])),
+    st.builds(lambda units, init, reg, bias: {"layer": "Dense", "units": units, "kernel_initializer": init,
+                                              "kernel_regularizer": reg, "use_bias": bias},
+              st.integers(1, 8), st.sampled_from(["glorot_uniform", "he_normal", "zeros",
+                                                  {"name": "GlorotUniform", "seed": 3}]),
+              st.one_of(st.none(), st.just("l2"), st.builds(lambda l2: {"name": "L2", "l2": l2},
+                                                            st.floats(0, 0.1))), st.booleans()),
+    st.builds(lambda rate: {"layer": "Dropout", "rate": rate}, st.floats(0, 0.9)),
+    st.builds(lambda stddev: {"layer": "GaussianNoise", "stddev": stddev}, st.floats(0, 1)),
+    st.sampled_from(["BatchNormalization", {"layer": "LayerNormalization"}, {"layer": "Activation", "activation": "relu"},
+                     {"layer": "UnitNormalization"}, "Identity"]),
+)
+LAST_LAYER = st.sampled_from([{"layer": "Dense", "units": 3, "activation": "softmax"},
+                              {"layer": "Dense", "units": 3, "activation": "softmax", "name": "out", "dtype": "float32"}])
+VALID_OPTIMIZERS = st.one_of(
+    st.sampled_from(["adam", "sgd", "rmsprop", "adamw", "nadam", "adagrad", "Adam", "RMSprop"]),
+    st.builds(lambda name, lr: {"name": name, "learning_rate": lr},
+              st.sampled_from(["adam", "sgd", "rmsprop", "Adam", "SGD"]), st.floats(1e-5, 0.5)),
+    st.builds(lambda m: {"name": "sgd", "learning_rate": 0.01, "momentum": m, "nesterov": True}, st.floats(0, 0.99)),
+)
+VALID_LOSSES = st.sampled_from(["sparse_categorical_crossentropy", {"name": "sparse_categorical_crossentropy"},
+                                {"name": "SparseCategoricalCrossentropy", "from_logits": False}])
+VALID_METRICS = st.lists(st.sampled_from(["accuracy", "sparse_categorical_accuracy",
+                                          {"name": "SparseTopKCategoricalAccuracy", "k": 2}]),
+                         max_size=2, unique_by=repr)
+VALID_CALLBACKS = st.lists(st.one_of(
+    st.just("TerminateOnNaN"),
+    st.builds(lambda p: {"name": "EarlyStopping", "patience": p, "monitor": "val_loss"}, st.integers(0, 5)),
+    st.builds(lambda f: {"name": "ReduceLROnPlateau", "factor": f, "patience": 2}, st.floats(0.1, 0.9)),
+), max_size=2, unique_by=lambda c: c if isinstance(c, str) else c["name"])
+
+
+@st.composite
+def _scheme(draw) -> dict:
+    shuffle = draw(st.booleans())
+    common = {"shuffle": shuffle, "monitor": "val_loss", "mode": draw(st.sampled_from(["auto", "min"]))}
+    if shuffle:
+        common.update(draw(st.fixed_dictionaries({}, optional={"seed": st.integers(0, 2**31),
+                                                              "stratify": st.booleans()})))
+    if draw(st.booleans()):
+        final = draw(st.sampled_from([None, {"epochs": "best"}, {"epochs": 1}, {"epochs": 2}]))
+        return {"scheme": "holdout", **common, "final": final,
+                "size": draw(st.one_of(st.floats(0.1, 0.5), st.integers(10, 60)))}
+    common.pop("stratify", None)  # K-fold on iris: keep the folds valid whatever the order
+    return {"scheme": "kfold", **common, "n_splits": draw(st.integers(2, 4)), "repeats": 1,
+            "smoothing": draw(st.one_of(st.none(), st.builds(lambda f, k: {"factor": f, "skip": k},
+                                                              st.floats(0, 0.95), st.integers(0, 1))))}
+
+
+@st.composite
+def unusual_documents(draw) -> dict:
+    """Valid iris configs with unusual but allowed values; optional keys left out at random."""
+    doc = {
+        "name": draw(st.sampled_from(["a", "exp-1", "X.y_z", "007", "true", "null", "1e3", "2024-01-01", "a" * 100])),
+        "seed": draw(st.integers(0, 2**32 - 1)),  # what NumPy and Keras take as a seed
+        "dataset": {"name": "iris", "test_split": draw(st.floats(0.1, 0.4)), "seed": draw(st.integers(0, 99)),
+                    "stratify": draw(st.booleans())},
+        "preprocessing": {"standardize": draw(st.booleans()), "scale": draw(st.one_of(st.none(), st.floats(1e-3, 10))),
+                          "labels": "sparse"},
+        "model": {"layers": [*draw(st.lists(HIDDEN_LAYERS, max_size=3)), draw(LAST_LAYER)]},
+        "compile": {"optimizer": draw(VALID_OPTIMIZERS), "loss": draw(VALID_LOSSES), "metrics": draw(VALID_METRICS)},
+        "training": {"epochs": draw(st.integers(1, 2)), "batch_size": draw(st.integers(1, 256)),
+                     "shuffle": draw(st.booleans()), "callbacks": draw(VALID_CALLBACKS),
+                     "steps_per_execution": draw(st.one_of(st.just("epoch"), st.integers(1, 8)))},
+        "validation": draw(_scheme()),
+    }
+    for section, key in draw(st.lists(st.sampled_from([
+            (None, "name"), (None, "seed"), ("dataset", "test_split"), ("dataset", "seed"), ("preprocessing", "scale"),
+            ("compile", "metrics"), ("training", "callbacks"), ("training", "steps_per_execution"),
+            ("validation", "mode")]), max_size=4, unique=True)):
+        (doc if section is None else doc[section]).pop(key, None)
+    return doc
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's dumper, quoting text that kexp reads as a YAML 1.2 float (`1e3`: PyYAML leaves it bare)."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
+@st.composite
+def unusual_yaml(draw) -> bytes:
+    """A valid document written as block, flow, canonical (every tag explicit) or JSON text, with
+    comments, document markers, odd indentation and line widths, Windows line ends."""
+    doc = draw(unusual_documents())
+    style = draw(st.sampled_from(["block", "flow", "canonical", "json"]))
+    if style == "json":
+        text = json.dumps(doc, indent=draw(st.sampled_from([None, 1, 4])), ensure_ascii=draw(st.booleans()))
+    else:
+        text = yaml.dump(doc, Dumper=_Dumper, default_flow_style={"block": False, "flow": True}.get(style),
+                              canonical=style == "canonical", sort_keys=draw(st.booleans()),
+                              indent=draw(st.integers(2, 6)), width=draw(st.sampled_from([20, 80, 10_000])),
+                              explicit_start=draw(st.booleans()), allow_unicode=True)
+    if style != "canonical" and draw(st.booleans()):
+        text = "# an experiment\n" + text + "# the end\n"
+    if draw(st.booleans()):
+        text = text.replace("\n", "\r\n")
+    return text.encode("utf-8")
+
+
 CONFIG_BYTES = st.one_of(
     hostile_documents().map(dump), GARBAGE.map(dump), st.sampled_from(FIXED_HOSTILE).map(str.encode),
     invalid_utf8(), truncated(), st.binary(max_size=300), st.text(max_size=300).map(str.encode),
+    unusual_yaml(),
 )
 
 
@@ -177,11 +282,24 @@ def same(a, b) -> bool:
     return a == b and type(a) is type(b)
 
 
-def expect_config_outcome(path: Path, overrides=()):
-    """The Config, or None after checking that the ConfigError is well formed; anything else fails."""
+def _event(name: str) -> None:
+    """A Hypothesis event (`--hypothesis-show-statistics`), when called from a property."""
+    from hypothesis.control import currently_in_test_context
+
+    if currently_in_test_context():
+        event(name)
+
+
+def expect_config_outcome(path: Path, overrides=(), *, must_accept: bool = False):
+    """The Config, or None after checking that the ConfigError is well formed; anything else fails.
+    Each outcome is a Hypothesis event: `pytest --hypothesis-show-statistics` shows how often each half
+    of a property is reached."""
     try:
         config = load_config(path, list(overrides))
     except ConfigError as exc:
+        _event("config refused")
+        if must_accept:
+            pytest.fail(f"a valid config was refused:\n{exc}\n--- {path}:\n{path.read_text(errors='replace')}")
         assert exc.problems, "a ConfigError with no problem"
         for line in exc.problems:
             assert isinstance(line, str) and line.strip(), exc.problems
@@ -190,6 +308,7 @@ def expect_config_outcome(path: Path, overrides=()):
             assert "Traceback" not in line
         assert str(exc) == "\n".join(exc.problems)
         return None
+    _event("config accepted")
     assert isinstance(config, Config)
     # what a run folder keeps (config.yaml) reads back as the same config: --resume and compare work
     saved = config.to_dict()
@@ -212,6 +331,14 @@ def test_hostile_config_files_validate_or_fail_with_one_line_per_problem(data, s
     expect_config_outcome(path)
 
 
+@settings(PROFILE)
+@given(data=unusual_yaml())
+def test_valid_but_unusual_config_files_are_accepted_and_round_trip(data, scratch):
+    path = scratch / "unusual.yaml"
+    path.write_bytes(data)
+    expect_config_outcome(path, must_accept=True)
+
+
 def test_the_base_document_is_valid(scratch):
     path = scratch / "base.yaml"
     path.write_bytes(dump(BASE))
@@ -229,9 +356,25 @@ OVERRIDE_VALUES = st.one_of(GARBAGE.map(lambda v: yaml.safe_dump(v, default_flow
                             st.sampled_from(FIXED_HOSTILE[:40]), st.text(max_size=30))
 
 
+VALID_OVERRIDES = st.one_of(
+    st.builds("training.epochs={}".format, st.integers(1, 5)),
+    st.builds("training.batch_size={}".format, st.integers(1, 512)),
+    st.builds("seed={}".format, st.integers(0, 2**32 - 1)),
+    st.builds("compile.optimizer.learning_rate={}".format, st.sampled_from(["1e-3", "0.5", "2e-5", "1"])),
+    st.builds("model.layers.0.units={}".format, st.integers(1, 64)),
+    st.sampled_from(["name=exp-2", "name='007'", "compile.optimizer={name: sgd, momentum: 0.9}",
+                     "validation={scheme: kfold, n_splits: 3}", "validation.final=null", "validation.size=30",
+                     "training.callbacks=[]", "training.steps_per_execution=4", "dataset.stratify=false",
+                     "model.layers.+0={layer: Dropout, rate: 0.1}", "compile.metrics=[accuracy, mae]",
+                     "preprocessing.scale=null", "training.shuffle=false", "compile.loss={name: mse}"]),
+)
+
+
 @settings(PROFILE)
-@given(items=st.lists(st.one_of(st.tuples(OVERRIDE_KEYS, OVERRIDE_VALUES).map("=".join), st.text(max_size=20)),
-                      min_size=1, max_size=4))
+@given(items=st.one_of(
+    st.lists(st.one_of(st.tuples(OVERRIDE_KEYS, OVERRIDE_VALUES).map("=".join), st.text(max_size=20)),
+             min_size=1, max_size=4),
+    st.lists(VALID_OVERRIDES, min_size=1, max_size=4)))  # valid but unusual: the accepted half
 def test_hostile_overrides_validate_or_fail_with_one_line_per_problem(items, scratch):
     path = scratch / "base.yaml"
     path.write_bytes(dump(BASE))
@@ -353,18 +496,20 @@ def _object(kind):
 
 
 @settings(CLI_PROFILE)
-@given(layers=st.lists(st.builds(lambda name, args: {"layer": name, **args}, st.sampled_from(LAYER_NAMES),
-                                 st.dictionaries(st.sampled_from(ARG_NAMES), ARG_VALUES, max_size=3)),
-                       min_size=1, max_size=3),
-       optimizer=_object("optimizer"), loss=_object("loss"), callbacks=st.lists(_object("callback"), max_size=2),
+@given(layers=st.one_of(st.lists(st.builds(lambda name, args: {"layer": name, **args}, st.sampled_from(LAYER_NAMES),
+                                          st.dictionaries(st.sampled_from(ARG_NAMES), ARG_VALUES, max_size=3)),
+                                min_size=1, max_size=3),
+                       st.lists(HIDDEN_LAYERS, max_size=3)),  # valid hidden layers: the model may build
+       optimizer=st.one_of(_object("optimizer"), VALID_OPTIMIZERS), loss=st.one_of(_object("loss"), VALID_LOSSES),
+       callbacks=st.one_of(st.lists(_object("callback"), max_size=2), VALID_CALLBACKS),
        last=st.booleans())
 def test_cli_validate_builds_hostile_models_or_exits_2(layers, optimizer, loss, callbacks, last, scratch):
-    """Random layers, arguments, optimizers, losses and callbacks on real (offline) data: `kexp
-    validate` accepts them or exits 2 with one line per problem; Keras' own exceptions never escape.
-    Callbacks that would write files are only constructed, in a scratch folder."""
+    """Random layers, arguments, optimizers, losses and callbacks on real (offline) data, each of them
+    hostile or valid: `kexp validate` accepts them or exits 2 with one line per problem; Keras' own
+    exceptions never escape. Callbacks that would write files are only constructed, in a scratch folder."""
     import keras
 
-    if last:
+    if last or not layers:
         layers = [*layers, {"layer": "Dense", "units": 3, "activation": "softmax"}]
     doc = {**BASE, "model": {"layers": layers}, "compile": {"optimizer": optimizer, "loss": loss},
            "training": {"epochs": 1, "callbacks": callbacks}}
@@ -374,10 +519,63 @@ def test_cli_validate_builds_hostile_models_or_exits_2(layers, optimizer, loss, 
         result = invoke("validate", path)
     finally:
         keras.backend.clear_session()
+    event("model built" if result.exit_code == 0 else "model refused")
     assert result.exit_code in (0, 2), result.output
     if result.exit_code == 2:
         lines = stderr_of(result).splitlines()
         assert lines and all(line.startswith(f"{path}: ") for line in lines), lines
+
+
+@settings(CLI_PROFILE)
+@given(doc=unusual_documents())
+def test_cli_validate_builds_valid_but_unusual_models(doc, scratch):
+    """The acceptance half: valid layers, optimizers, losses, metrics and callbacks, with unusual
+    arguments, build on real (offline) data: `kexp validate` exits 0 and says the config is valid."""
+    import keras
+
+    path = scratch / "valid_models.yaml"
+    path.write_text(yaml.dump(doc, Dumper=_Dumper, sort_keys=False))
+    try:
+        result = invoke("validate", path)
+    finally:
+        keras.backend.clear_session()
+    assert result.exit_code == 0, (doc, result.output)
+    assert "".join(result.stdout.split()) == f"{path}:OK", result.output
+
+
+@settings(PROFILE, max_examples=max(3, PROFILE.max_examples // 50))
+@given(data=unusual_yaml())
+def test_valid_but_unusual_configs_train_and_their_run_folder_reads_back(data, tmp_path_factory):
+    """A few valid-but-unusual configs (one epoch, hold-out or K-fold) train end to end: exit 0, a
+    completed run folder whose saved config validates again to the same settings (the model and
+    compile sections gain Keras' defaults there)."""
+    import signal
+
+    import keras
+
+    root = tmp_path_factory.mktemp("unusual_train")
+    path = root / "unusual.yaml"
+    path.write_bytes(data)
+    config = load_config(path, ["training.epochs=1"])
+    command = "kfold" if config.validation.scheme == "kfold" else "train"
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # `train` installs its own
+    try:
+        result = invoke(command, path, "--runs-dir", root / "runs", "--quiet", "--set", "training.epochs=1")
+    finally:
+        keras.backend.clear_session()
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert result.exit_code == 0, (data, result.output)
+    (folder,) = find_runs([root / "runs"])
+    record = read_run(folder)
+    assert record.status == "completed", record
+    assert record.metrics["epochs_run"] == 1
+    saved, loaded = validate_config(record.config).to_dict(), config.to_dict()
+    for key in ("name", "seed", "dataset", "preprocessing", "validation"):
+        assert same(saved[key], loaded[key]), key
+    assert [saved["training"][k] for k in ("epochs", "batch_size", "shuffle", "steps_per_execution")] == [
+        loaded["training"][k] for k in ("epochs", "batch_size", "shuffle", "steps_per_execution")]
+    assert len(saved["model"]["layers"]) == len(loaded["model"]["layers"])
 
 
 HOSTILE_FILES = {
@@ -614,6 +812,7 @@ def test_data_paths_resolve_relative_to_the_config_file_not_the_working_folder(t
     monkeypatch.chdir(elsewhere)
     result = invoke("validate", path)
     assert result.exit_code == 0, result.output
+    assert "".join(result.stdout.split()) == f"{path}:OK", result.output
 
 
 @pytest.mark.parametrize("value, problem", [
@@ -646,7 +845,7 @@ def test_a_missing_or_unreadable_data_path_names_the_key_and_the_resolved_path(v
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A real, completed hold-out run folder (2 epochs of the tiny config), trained once in-process."""
-    from conftest import TINY_CONFIG
+    from helpers import TINY_CONFIG
 
     from kexp.experiment import execute
 
@@ -720,7 +919,7 @@ def test_damaged_run_folders_are_read_back_by_read_run_compare_and_show(changes,
 @pytest.fixture(scope="module")
 def kfold_run(tmp_path_factory):
     """A real, completed 2-fold run folder of the tiny config (trained in-process, one epoch)."""
-    from conftest import TINY_CONFIG
+    from helpers import TINY_CONFIG
 
     from kexp.experiment import execute
 
@@ -743,8 +942,8 @@ RESUME_DAMAGE = {
     "indices_not_numbers": ("folds.json", {"splits": [{"id": "r0-f0", "repeat": 0, "fold": 0,
                                                        "train_idx": ["x"], "val_idx": [1]}]}, "cannot read"),
     "no_status": ("status.json", None, "not a kexp run folder"),
-    "config_garbage": ("config.json", {"model": 1}, ""),
-    "environment_odd": ("environment.json", {"config_file": [1]}, ""),
+    "config_garbage": ("config.json", {"model": 1}, "config.yaml: model: input should be a valid dictionary"),
+    "environment_odd": ("environment.json", {"config_file": [1]}, None),  # resuming works: see the test
 }
 
 
@@ -772,6 +971,7 @@ def test_resuming_a_damaged_or_hostile_kfold_folder_is_a_clear_error(case, kfold
             signal.signal(signum, handler)
     if case == "environment_odd":  # only the note of where the config came from is odd: resuming works
         assert result.exit_code == 0, result.output
+        assert read_run(folder).status == "completed"
         return
     assert result.exit_code in (1, 2), result.output
     assert message in stderr_of(result), stderr_of(result)
@@ -804,3 +1004,25 @@ def test_nan_and_inf_are_refused_where_the_schema_knows_the_type(key, value, tmp
     path.write_text(yaml.safe_dump(BASE))
     with pytest.raises(ConfigError, match=rf"nan\.yaml: {re.escape(key)}: "):
         load_config(path, [f"{key}={value}"])
+
+
+# --------------------------------------------------------------------------- found by the valid-but-unusual properties
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_numpy_cannot_take_is_a_config_error_naming_the_seed(seed, tmp_path):
+    path = tmp_path / "seed.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "seed": seed}))
+    with pytest.raises(ConfigError, match=rf"seed\.yaml: seed: .*; got {seed}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["1e3", "2e-5", "1E10"])
+def test_a_run_folders_config_yaml_is_a_config_kexp_reads_back_the_same(name, tmp_path):
+    """`kexp train runs/<run>/config.yaml` reruns a run: the file kexp writes reads back as the same config."""
+    from kexp.runs import write_yaml
+
+    source = tmp_path / "exp.yaml"
+    source.write_text(yaml.safe_dump(BASE))
+    config = load_config(source, [f'name="{name}"'])
+    saved = tmp_path / "config.yaml"
+    write_yaml(saved, config.to_dict())
+    assert same(load_config(saved).to_dict(), config.to_dict())

@@ -1,0 +1,198 @@
+"""Builders shared by several test modules (import them; test modules never import each other).
+
+- TINY_CONFIG: a tiny offline experiment (iris, 2 epochs); the `tiny_config` fixture writes it.
+- make_run and friends: run folders as the training side writes them, through kexp.runs' writers,
+  fabricated without training (report, plots and compare tests read them).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from kexp import runs
+
+# A tiny offline experiment: scikit-learn's iris (150 rows, 4 features, 3 classes), one small hidden
+# layer. A `kexp train` of it spends nearly all of its time importing TensorFlow.
+TINY_CONFIG = """\
+seed: 0
+dataset: {name: iris}
+preprocessing: {standardize: true}
+model:
+  layers:
+    - {layer: Dense, units: 4, activation: relu}
+    - {layer: Dense, units: 3, activation: softmax}
+compile:
+  optimizer: {name: adam, learning_rate: 0.01}
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+training: {epochs: 2, batch_size: 32}
+validation: {scheme: holdout, size: 0.2, shuffle: true}
+"""
+
+
+# --------------------------------------------------------------------------- fabricated run folders
+REUTERS = {
+    "name": "reuters",
+    "seed": 0,
+    "dataset": {"name": "reuters", "num_words": 10000, "data_dir": None},
+    "preprocessing": {"multi_hot": 10000, "labels": "categorical", "standardize": False},
+    "model": {
+        "layers": [
+            {"layer": "Dense", "units": 64, "activation": "relu"},
+            {"layer": "Dense", "units": 64, "activation": "relu"},
+            {"layer": "Dense", "units": 46, "activation": "softmax"},
+        ],
+        "inputs": None,
+        "outputs": None,
+    },
+    "compile": {"optimizer": {"name": "rmsprop"}, "loss": {"name": "categorical_crossentropy"},
+                "metrics": [{"name": "accuracy"}]},
+    "training": {"epochs": 20, "batch_size": 512, "shuffle": True, "callbacks": []},
+    "validation": {"scheme": "holdout", "size": 1000, "shuffle": False, "seed": None, "monitor": "val_loss",
+                   "mode": "auto", "final": {"epochs": 9}},
+}
+
+BOSTON = {
+    "name": "boston",
+    "seed": 0,
+    "dataset": {"name": "boston_housing", "test_split": 0.2},
+    "preprocessing": {"standardize": True},
+    "model": {"layers": [{"layer": "Dense", "units": 64, "activation": "relu"}, {"layer": "Dense", "units": 1}]},
+    "compile": {"optimizer": {"name": "rmsprop"}, "loss": {"name": "mse"}, "metrics": [{"name": "mae"}]},
+    "training": {"epochs": 30, "batch_size": 16, "callbacks": []},
+    "validation": {"scheme": "kfold", "n_splits": 3, "repeats": 1, "shuffle": False, "seed": None,
+                   "monitor": "val_mae", "mode": "auto", "final": None,
+                   "smoothing": {"factor": 0.9, "skip": 2}},
+}
+
+
+def u_curve(epochs: int, low_at: int, low: float = 0.9) -> list[float]:
+    """A validation loss falling to `low` at epoch `low_at` and rising after it."""
+    return [low + 0.05 * (e - low_at) ** 2 / max(low_at, 1) for e in range(1, epochs + 1)]
+
+
+def holdout_metrics(*, val_acc: float = 0.8, val_loss: float = 0.9, test_acc: float | None = 0.78,
+                    epochs: int = 20, best: int = 9, baseline: float = 0.36, total_s: float = 41.0) -> dict:
+    return {
+        "command": "train", "dataset": "reuters", "scheme": "holdout", "monitor": "val_loss", "mode": "min",
+        "main_metric": "accuracy", "epochs_run": epochs, "best_epoch": best,
+        "validation": {"final": {"loss": val_loss + 0.1, "accuracy": val_acc - 0.01},
+                       "best": {"loss": val_loss, "accuracy": val_acc}},
+        "train": {"final": {"loss": 0.1, "accuracy": 0.97}},
+        "final_model": {"epochs": 9, "n_train": 8982},
+        "test": None if test_acc is None else {"loss": 0.95, "accuracy": test_acc},
+        "baseline": {"task": "multiclass", "metric": "accuracy",
+                     "validation": {"majority_accuracy": baseline, "random_accuracy": 0.19},
+                     "test": {"majority_accuracy": 0.36, "random_accuracy": 0.19}, "value": baseline,
+                     "model": val_acc, "margin": val_acc - baseline, "beats": val_acc > baseline},
+        "diagnostics": {"best_epoch": best, "overfit_epoch": best,
+                        "sentence": f"Validation loss was lowest at epoch {best} and rose afterwards."},
+        "durations": {"total_s": total_s, "data_s": 3.1, "train_s": 30.0, "final_s": 8.0},
+        "stop_reason": None,
+    }
+
+
+def kfold_metrics(n_folds: int = 3, epochs: int = 30) -> dict:
+    folds = [{"id": f"r0-f{i}", "repeat": 0, "fold": i, "n_train": 270, "n_val": 134, "epochs_run": epochs,
+              "best_epoch": 12 + i, "validation": {"final": {"loss": 12.0 + i, "mae": 2.5 + 0.1 * i},
+                                                   "best": {"loss": 10.0 + i, "mae": 2.3 + 0.1 * i}},
+              "train": {"final": {"loss": 5.0, "mae": 1.6}}, "duration_s": 4.0} for i in range(n_folds)]
+    mean = [3.0 - 0.02 * e for e in range(epochs)]
+    return {
+        "command": "kfold", "dataset": "boston_housing", "scheme": "kfold", "monitor": "val_mae", "mode": "min",
+        "main_metric": "mae", "epochs_run": epochs, "best_epoch": 13,
+        "validation": {"final": {"loss": 13.0, "mae": 2.6}, "best": {"loss": 11.0, "mae": 2.4},
+                       "final_std": {"loss": 0.8, "mae": 0.08}, "best_std": {"loss": 0.8, "mae": 0.0816}},
+        "train": {"final": {"loss": 5.0, "mae": 1.6}},
+        "folds": folds,
+        "curve": {"metric": "val_mae", "mean": mean, "std": [0.1] * epochs, "smoothed": mean[2:], "skip": 2,
+                  "factor": 0.9, "best_epoch": 13},
+        "final_model": None, "test": None,
+        "baseline": {"task": "regression", "metric": "mae", "validation": {"mae": 6.5, "mse": 80.0}, "test": None,
+                     "value": 6.5, "model": 2.4, "margin": 4.1, "beats": True},
+        "diagnostics": {"best_epoch": 13, "overfit_epoch": None, "sentence": "No overfitting seen in 30 epochs."},
+        "durations": {"total_s": 12.5},
+        "stop_reason": None,
+    }
+
+
+def write_history(path: Path, epochs: int, *, metric: str = "accuracy", low_at: int = 9,
+                  start: float = 0.5) -> None:
+    writer = runs.HistoryWriter(path)
+    val = u_curve(epochs, low_at)
+    for e in range(1, epochs + 1):
+        writer.append(e, {"loss": 2.0 / e, metric: start + 0.02 * e, "val_loss": val[e - 1],
+                          f"val_{metric}": start + 0.015 * min(e, low_at)})
+    writer.close()
+
+
+_counter = iter(range(10**6))
+
+
+def make_run(root: Path, name: str = "reuters", *, config: dict | None = None, metrics: dict | None | bool = True,
+             status: str = "completed", command: str | None = None, started: str | None = None,
+             pid: int | None = None, history: bool = True, **overrides) -> Path:
+    """A run folder as the training side writes it (through kexp.runs' writers).
+
+    `metrics=True` gives hold-out (or K-fold, for a kfold config) metrics; None/False writes none;
+    `overrides` are dotted config keys with `__` for dots: training__batch_size=128."""
+    config = copy.deepcopy(config if config is not None else REUTERS)
+    config["name"] = name
+    for key, value in overrides.items():
+        node, parts = config, key.split("__")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[int(parts[-1]) if isinstance(node, list) else parts[-1]] = value
+    kfold = config["validation"]["scheme"] == "kfold"
+    command = command or ("kfold" if kfold else "train")
+    n = next(_counter)
+    started = started or f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    stamp = started.replace("-", "").replace(":", "")
+    path = root / f"{stamp}-{name}-{n:06x}"
+    path.mkdir(parents=True)
+    runs.write_json(path / "status.json", {
+        "status": status, "command": command, "pid": os.getpid() if pid is None else pid,
+        "host": os.uname().nodename if hasattr(os, "uname") else "host", "started": started,
+        "updated": started, **({"ended": started} if status != "running" else {}),
+        **({"error": "loss became NaN"} if status == "failed" else {}),
+    })
+    runs.Run(path=path, command=command).write_config(config)
+    runs.write_json(path / "environment.json", {"python": "3.11"})
+    if metrics is True:
+        metrics = kfold_metrics() if kfold else holdout_metrics()
+    if metrics:
+        runs.write_json(path / "metrics.json", metrics)
+    if history:
+        if kfold:
+            for fold in (metrics or kfold_metrics())["folds"]:
+                write_history(path / "folds" / fold["id"] / "history.csv", 30, metric="mae", low_at=13, start=3.0)
+        else:
+            write_history(path / "history.csv", 20)
+    return path
+
+
+def render(renderable, width: int = 100) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, legacy_windows=False)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def assert_png_plot(path: Path, min_width: int = 300, min_height: int = 200) -> None:
+    """`path` is a PNG image that decodes, at least min_width x min_height pixels, with something drawn
+    on it (not one flat colour): more than magic bytes."""
+    import numpy as np
+    from matplotlib import image
+
+    pixels = image.imread(path)  # raises on a truncated or non-PNG file
+    assert pixels.ndim == 3 and pixels.shape[2] in (3, 4), (path, pixels.shape)
+    height, width = pixels.shape[:2]
+    assert width >= min_width and height >= min_height, f"{path}: only {width}x{height} pixels"
+    rgb = pixels[..., :3].astype("float64")
+    background = rgb[0, 0]
+    drawn = (np.abs(rgb - background).sum(axis=-1) > 0.1).mean()
+    assert 0.01 < drawn < 0.9, f"{path}: {drawn:.1%} of the pixels differ from the background (blank?)"
