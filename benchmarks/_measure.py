@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:

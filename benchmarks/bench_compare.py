@@ -51,7 +51,8 @@ def fabricate(root: Path, n: int) -> None:
         config["training"]["batch_size"] = (128, 256, 512)[i % 3 // 1 % 3]
         config["training"]["epochs"] = 10 + i % 4 * 5
         if kfold:
-            config["validation"] = {"shuffle": True, "stratify": False, "seed": 7, "monitor": "val_loss", "mode": "auto",
+            config["validation"] = {"shuffle": True, "stratify": False, "seed": 7, "monitor": "val_loss",
+                                    "mode": "auto",
                                     "final": None, "scheme": "kfold", "n_splits": 4, "repeats": 1, "smoothing": None}
         path = root / f"2026{1 + i // 400:02d}{1 + i // 20 % 20:02d}T{i % 20:02d}0000Z-{config['name']}-{i:06x}"
         path.mkdir(parents=True)
@@ -129,8 +130,8 @@ def main() -> None:
              [sys.executable, "-c", "import kexp.cli, kexp.report"]),
             ("kexp --help", [*kexp, "--help"]),
             (f"kexp compare RUNS ({args.runs} runs, table)", [*kexp, "compare", str(root)]),
-            (f"kexp compare RUNS --format csv", [*kexp, "compare", str(root), "--format", "csv"]),
-            (f"kexp compare RUNS --sort val_best --last 20", [*kexp, "compare", str(root), "--sort", "val_best",
+            ("kexp compare RUNS --format csv", [*kexp, "compare", str(root), "--format", "csv"]),
+            ("kexp compare RUNS --sort val_best --last 20", [*kexp, "compare", str(root), "--sort", "val_best",
                                                              "--last", "20"]),
         ]
         for label, command in cases:

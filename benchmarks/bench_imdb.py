@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import last_json, measure, run_metrics  # noqa: E402
+from _measure import last_json, measure, run_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

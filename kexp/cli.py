@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -34,11 +34,11 @@ ConfigArg = Annotated[
     typer.Argument(help="The experiment's YAML config.", exists=True, dir_okay=False, readable=True),
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a key: --set training.epochs=4 (value is YAML)."),
 ]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder that receives run folders.")]
-NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name (default: the config's).")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (default: the config's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
@@ -192,7 +192,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
         fail(error)
     except KeyboardInterrupt:
         err.print("interrupted")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     finally:
         for signum, previous in saved.items():
             signal.signal(signum, _exit_now if _on_sigterm.received else previous)
@@ -224,14 +224,15 @@ def train(
 
 @app.command()
 def kfold(
-    config: Annotated[Optional[Path], typer.Argument(help="The experiment's YAML config.", dir_okay=False)] = None,
+    config: Annotated[Path | None, typer.Argument(help="The experiment's YAML config.", dir_okay=False)] = None,
     overrides: SetOpt = None,
-    runs_dir: Annotated[Optional[Path], typer.Option(
+    runs_dir: Annotated[Path | None, typer.Option(
         "--runs-dir", help="Folder that receives run folders (default: runs).")] = None,
     name: NameOpt = None,
     quiet: QuietOpt = False,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Folds trained at once, each in its own process.")] = 1,
-    resume: Annotated[Optional[Path], typer.Option(
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1,
+                                         help="Folds trained at once, each in its own process.")] = 1,
+    resume: Annotated[Path | None, typer.Option(
         "--resume", file_okay=False, exists=True,
         help="Finish an interrupted K-fold run folder with the config it was started with (no --set, --name, "
              "--runs-dir); a completed run is left as it is.")] = None,
@@ -284,25 +285,25 @@ class Format(str, Enum):
 def compare(
     paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders searched recursively for them.",
                                                 exists=True)],
-    sort: Annotated[Optional[str], typer.Option(
+    sort: Annotated[str | None, typer.Option(
         "--sort", help="Sort by a column (val_best, val_last, margin, duration, ...), a config key "
                        "(training.epochs) or a metric (val_loss, loss@last, test_accuracy).")] = None,
-    ascending: Annotated[Optional[bool], typer.Option(
+    ascending: Annotated[bool | None, typer.Option(
         "--asc/--desc", help="Sort direction (default: the metric's, loss-like ascending; without --sort, "
                              "--desc lists the newest run first).")] = None,
-    where: Annotated[Optional[list[str]], typer.Option(
+    where: Annotated[list[str] | None, typer.Option(
         "--where", "-w", help="Keep runs where KEY=VALUE, or KEY!=, <, <=, >, >= VALUE (quote it: "
                               "'training.epochs>=20'); KEY: dataset, status, command, scheme, name, any config key "
                               "or metric (val_best, val_loss); numbers compare as numbers; repeat to AND.")] = None,
-    columns: Annotated[Optional[str], typer.Option(
+    columns: Annotated[str | None, typer.Option(
         "--columns", "-c", help="Columns to show, in order, e.g. run,val_best,training.epochs")] = None,
-    last: Annotated[Optional[int], typer.Option(
+    last: Annotated[int | None, typer.Option(
         "--last", min=1, help="Keep the N most recent runs (after --where).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-    plot: Annotated[Optional[str], typer.Option(
+    plot: Annotated[str | None, typer.Option(
         "--plot", help="Also write a PNG overlaying the runs' curves of this metric (accuracy, val_acc, "
                        "price_mae): validation solid, training dashed.")] = None,
-    output: Annotated[Optional[Path], typer.Option(
+    output: Annotated[Path | None, typer.Option(
         "--output", "-o", dir_okay=False, help="The --plot file (default: compare-METRIC.png).")] = None,
 ) -> None:
     """Compare runs in one table: metrics, baseline, and the config values that differ."""

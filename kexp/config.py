@@ -36,7 +36,7 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy and scikit-learn 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-Columns = Union[list[str], dict[str, list[str]]]
+Columns = list[str] | dict[str, list[str]]
 
 
 class Section(BaseModel):
@@ -114,7 +114,7 @@ class NpzData(Section):
 
 
 Dataset = Annotated[
-    Union[ImdbData, ReutersData, BostonData, ImageData, SklearnData, CsvData, NpzData],
+    ImdbData | ReutersData | BostonData | ImageData | SklearnData | CsvData | NpzData,
     Field(discriminator="name"),
 ]
 
@@ -179,7 +179,7 @@ class Model(Section):
 
 class Compile(Section):
     optimizer: ObjectSpec = Field(default_factory=lambda: {"name": "rmsprop"})
-    loss: Union[ObjectSpec, dict[str, ObjectSpec]]  # one loss, or output name -> loss
+    loss: ObjectSpec | dict[str, ObjectSpec]  # one loss, or output name -> loss
     loss_weights: dict[str, float] | list[float] | None = None
     metrics: list[ObjectSpec] | dict[str, list[ObjectSpec]] = Field(default_factory=list)
     jit_compile: bool | Literal["auto"] = "auto"
@@ -264,7 +264,7 @@ def _default_scheme(value: Any) -> Any:
 
 
 SCHEMES = {"holdout": Holdout, "kfold": KFold}
-Validation = Annotated[Union[Holdout, KFold], Field(discriminator="scheme"), BeforeValidator(_default_scheme)]
+Validation = Annotated[Holdout | KFold, Field(discriminator="scheme"), BeforeValidator(_default_scheme)]
 
 
 # --------------------------------------------------------------------------- the whole file
@@ -343,7 +343,7 @@ def _count_nodes(value: Any, budget: int = MAX_NODES) -> int:
 def parse_yaml(text: str, where: str) -> Any:
     """Parse YAML data (never objects); errors name the place and the line."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -366,7 +366,8 @@ def parse_yaml(text: str, where: str) -> Any:
     foreign = _foreign_value(data)
     if foreign is not None:
         raise ConfigError(f"{where}: {foreign[0] or '(top level)'}: not plain data (YAML binary, sets, dates "
-                          f"and times are not config values; quote text that looks like a date); got {show(foreign[1])}")
+                          f"and times are not config values; quote text that looks like a date); "
+                          f"got {show(foreign[1])}")
     return data
 
 
@@ -661,7 +662,8 @@ def format_errors(exc: ValidationError, data: dict, source: str) -> list[str]:
         elif kind == "literal_error":
             allowed = error["ctx"]["expected"].replace("'", "")
             lines.append(
-                f"{source}: {where}: not an allowed value{close_matches(value, allowed.replace(' or ', ', ').split(', '))}; "
+                f"{source}: {where}: not an allowed value"
+                f"{close_matches(value, allowed.replace(' or ', ', ').split(', '))}; "
                 f"got {show(value)}; allowed: {allowed}"
             )
         elif kind == "string_pattern_mismatch" and path == ("name",):

@@ -37,9 +37,9 @@ import os
 import pickle
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
 
 import numpy as np
 
@@ -161,8 +161,8 @@ class Ragged:
         return cls(values, splits)
 
 
-Inputs = Union[np.ndarray, Ragged, dict[str, np.ndarray]]
-Targets = Union[np.ndarray, dict[str, np.ndarray]]
+Inputs = np.ndarray | Ragged | dict[str, np.ndarray]
+Targets = np.ndarray | dict[str, np.ndarray]
 
 
 @dataclass(eq=False)
@@ -249,7 +249,8 @@ def _positive_order(task: str, names: list[str] | None, wanted: str, key: str) -
         if task == "regression":
             what = "is a regression target"
         elif task != "binary":
-            what = f"has {len(names) if names else 'more than two'} classes" + (f" ({', '.join(names)})" if names else "")
+            what = f"has {len(names) if names else 'more than two'} classes"
+            what += f" ({', '.join(names)})" if names else ""
         else:
             what = "holds 0/1 numbers, where 1 is the positive class already"
         raise DataError(f"{key}: applies to a target of two named classes; this target {what}; remove it")
@@ -637,7 +638,8 @@ def _feature_column(cells: list[str], where: str, column: str, lines: list[int],
         )
     if policy == "error" and missing.any():
         at = [lines[i] for i in np.flatnonzero(missing)]
-        text = f"{_cells_text(len(at), 'missing cell')} ({'empty' if categorical else 'empty or NA'}), {_lines_text(at)}"
+        marker = "empty" if categorical else "empty or NA"
+        text = f"{_cells_text(len(at), 'missing cell')} ({marker}), {_lines_text(at)}"
         parts.append(text if parts else f"column {column!r}: {text}")
     if not parts:
         return values, missing, None
@@ -769,7 +771,8 @@ def _npz_missing(policy: str, x, y, field: str, path: Path):
         array = x[key] if key else x
         at = np.flatnonzero(rows).tolist()
         if policy == "error":
-            problems.append(f"{where}: {path}: {_cells_text(len(at), 'row')} {'holds' if len(at) == 1 else 'hold'} missing values (NaN), "
+            verb = "holds" if len(at) == 1 else "hold"
+            problems.append(f"{where}: {path}: {_cells_text(len(at), 'row')} {verb} missing values (NaN), "
                             f"{_lines_text(at, 'row')} (from 0); to drop or fill them, set dataset.missing: "
                             "drop, mean or most_frequent")
         elif policy != "drop" and array.ndim != 2:
@@ -1073,7 +1076,7 @@ def _read_cifar_batches(found: Path, key: str) -> dict[str, tuple[np.ndarray, np
             pixels = np.asarray(batch[b"data"], dtype=np.uint8)
             labels = np.asarray(batch[b"labels"], dtype=np.int64)
             images = pixels.reshape(len(pixels), 3, 32, 32).transpose(0, 2, 3, 1)
-        except Exception as exc:  # noqa: BLE001 - any damage in a batch is the same problem
+        except Exception as exc:
             raise DataError(f"{key}: {found}: cannot read {name}: {exc}") from None
         if len(images) != len(labels):
             raise DataError(f"{key}: {found}: {name} has {len(images)} images but {len(labels)} labels")
@@ -1341,7 +1344,7 @@ def _join(train: np.ndarray, test: np.ndarray, key: str, path: Path) -> np.ndarr
 
 
 # --------------------------------------------------------------------------- features and splits
-Selection = Union[list[int], dict[str, list[int]]]
+Selection = list[int] | dict[str, list[int]]
 
 
 def _select_features(features, names: list[str], key: str, default: list[str] | None = None) -> Selection:

@@ -8,7 +8,8 @@ functions that need it, so `kexp compare` (which only needs `metric_mode`) does 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 TASKS = ("binary", "multiclass", "regression")
 

@@ -27,8 +27,7 @@ import numpy as np
 from kexp import diagnostics, runs
 from kexp.config import Config, KFold, validate_config
 from kexp.datasets import Data, Ragged, load_dataset
-from kexp.errors import (ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed,
-                         close_matches)
+from kexp.errors import ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed, close_matches
 from kexp.models import (
     Problems,
     build_model,
@@ -153,7 +152,8 @@ def check(config: Config, data: Data, source: str) -> None:
     num_words = getattr(config.dataset, "num_words", None)
     if spec.multi_hot is not None and isinstance(x_first, Ragged):
         if num_words is None:
-            problems.add("dataset.num_words", f"must be set with preprocessing.multi_hot; e.g. num_words: {spec.multi_hot}")
+            problems.add("dataset.num_words",
+                         f"must be set with preprocessing.multi_hot; e.g. num_words: {spec.multi_hot}")
         elif num_words > spec.multi_hot:
             problems.add("preprocessing.multi_hot", f"{spec.multi_hot} is narrower than dataset.num_words "
                          f"{num_words}; word ids would not fit; use multi_hot: {num_words}")
@@ -233,7 +233,8 @@ def _check_labels(config: Config, data: Data, model, pre: Preprocessor, problems
             problems.add("preprocessing.labels", f"binary labels for {n_classes} classes{where}; use "
                          "sparse (sparse_categorical_crossentropy) or categorical")
         elif encoding == "binary" and units != 1:
-            problems.add(f"{last_key}.units", f"binary labels need 1 output unit (sigmoid); the model has {units}{where}")
+            problems.add(f"{last_key}.units",
+                         f"binary labels need 1 output unit (sigmoid); the model has {units}{where}")
         elif encoding in ("categorical", "sparse") and n_classes and units != n_classes:
             problems.add(f"{last_key}.units", f"the last layer has {units} units but the data has {n_classes} "
                          f"classes{where}; use units: {n_classes} with activation: softmax")

@@ -149,9 +149,9 @@ def learning_curves(run_path: str | Path) -> list[Path]:
                     target = run.file("plots", f"{_file_name(metric)}.png")
                     runs.atomic_write(target, data)
                     written.append(target)
-            except Exception:  # noqa: BLE001, S112 - one failed figure must not stop the other
+            except Exception:
                 continue
-    except Exception:  # noqa: BLE001, S110 - plotting can never fail a run
+    except Exception:
         pass
     return written
 
@@ -179,7 +179,8 @@ def _learning_figure(curves: Curves, metric: str, metrics: dict) -> bytes | None
                 axes.fill_between(epochs, low[: len(epochs)], high[: len(epochs)], color=color, alpha=0.2,
                                   label=f"{label} ± std")
         curve = metrics.get("curve")
-        if isinstance(curve, dict) and isinstance(curve.get("smoothed"), list) and curve.get("metric") == f"val_{metric}":
+        smoothed = isinstance(curve, dict) and isinstance(curve.get("smoothed"), list)
+        if smoothed and curve.get("metric") == f"val_{metric}":
             skip = int(curve.get("skip") or 0)
             smoothed = curve["smoothed"]
             factor = curve.get("factor")
@@ -213,7 +214,8 @@ def _resolve(all_curves: Sequence[Curves], metric: str) -> str:
     for name in (wanted, _ALIASES.get(wanted)):
         if name in names:
             return name
-    suffixed = [n for n in names if n.endswith(f"_{wanted}") or _ALIASES.get(wanted) and n.endswith(f"_{_ALIASES[wanted]}")]
+    suffixed = [n for n in names
+                if n.endswith(f"_{wanted}") or _ALIASES.get(wanted) and n.endswith(f"_{_ALIASES[wanted]}")]
     if len(suffixed) == 1:
         return suffixed[0]
     if len(suffixed) > 1:
@@ -248,7 +250,8 @@ def compare_plot(records: Sequence[runs.RunRecord], metric: str, out_path: str |
                     continue
                 epochs = curves.epochs[: len(values)]
                 shown = label if index < MAX_LEGEND and (style == "-" or not curves.mean.get(column)) else None
-                line, = axes.plot(epochs, values[: len(epochs)], style, label=shown, linewidth=1.2 if style == "-" else 0.9,
+                line, = axes.plot(epochs, values[: len(epochs)], style, label=shown,
+                                  linewidth=1.2 if style == "-" else 0.9,
                                   color=color)
                 color = line.get_color()
                 std = curves.std.get(key)

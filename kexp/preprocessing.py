@@ -221,7 +221,7 @@ class Preprocessor:
         return label_encoding(config.preprocessing.labels, name, data.task)
 
     # ---------------------------------------------------------------- features
-    def fit(self, x: Any) -> "Preprocessor":
+    def fit(self, x: Any) -> Preprocessor:
         """Fit every statistic on `x`, the training part only."""
         self.stats, self.tables = {}, {}
         for key, array in _items(x):

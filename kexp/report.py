@@ -498,7 +498,7 @@ def parse_where(items: Iterable[str]) -> list[Condition]:
         text = match["text"]
         try:
             value = yaml.safe_load(text) if text else None
-        except Exception:  # noqa: BLE001 - not YAML, or a value PyYAML cannot construct (2001-13-45, !!int x): as text
+        except Exception:
             value = text
         conditions.append(Condition(canonical_key(match["key"]), match["op"], text, value))
     return conditions
@@ -802,7 +802,8 @@ def short_key(key: str) -> tuple[str, list[str]]:
 
 def _short_metric(name: str) -> str:
     return {"accuracy": "acc", "binary_accuracy": "acc", "categorical_accuracy": "acc",
-            "sparse_categorical_accuracy": "acc", "mean_absolute_error": "mae", "mean_squared_error": "mse"}.get(name, name)
+            "sparse_categorical_accuracy": "acc", "mean_absolute_error": "mae",
+            "mean_squared_error": "mse"}.get(name, name)
 
 
 def _wrap_key(key: str, width: int = 10) -> str:
@@ -938,7 +939,8 @@ class CompareTable:
         columns = list(comparison.columns)
         shared = []
         if not comparison.explicit_columns:
-            if "scheme" in columns and all(_IMPLIED_SCHEME.get(r.fields["command"]) == r.fields["scheme"] for r in rows):
+            implied = all(_IMPLIED_SCHEME.get(r.fields["command"]) == r.fields["scheme"] for r in rows)
+            if "scheme" in columns and implied:
                 columns.remove("scheme")  # `train` is always holdout, `kfold` always kfold
             for column in _SHARED_COLUMNS if len(rows) > 1 else ():
                 values = {str(r.fields.get(column)) for r in rows}
@@ -1028,6 +1030,10 @@ def table(comparison: Comparison) -> CompareTable:
     return CompareTable(comparison)
 
 
+_NUMERIC_COLUMNS = ("epochs", "best_epoch", "val_best", "val_last", "test", "chance", "baseline", "margin",
+                    "duration")
+
+
 def markdown(comparison: Comparison) -> str:
     """A GitHub-flavoured Markdown table of every column (nothing hidden)."""
     def escape(text: str) -> str:
@@ -1036,8 +1042,7 @@ def markdown(comparison: Comparison) -> str:
     heads = [escape(COLUMNS[c].long if c in COLUMNS else c) for c in comparison.columns]
     labels = run_labels([r.record.name for r in comparison.rows])
     lines = ["| " + " | ".join(heads) + " |",
-             "|" + "|".join("---:" if c in ("epochs", "best_epoch", "val_best", "val_last", "test", "chance", "baseline",
-                                           "margin", "duration") else "---" for c in comparison.columns) + "|"]
+             "|" + "|".join("---:" if c in _NUMERIC_COLUMNS else "---" for c in comparison.columns) + "|"]
     for row, label in zip(comparison.rows, labels):
         cells = [label if c == "run" else format_cell(c, *row.value(c)) for c in comparison.columns]
         lines.append("| " + " | ".join(escape(cell) for cell in cells) + " |")
@@ -1123,7 +1128,8 @@ def show(path: str | Path):
         facts.add_row("monitor", Text(f"{metrics['monitor']} ({metrics.get('mode', '?')})"))
     if row.fields["epochs"] is not None:
         epochs, best = format_number(row.fields["epochs"]), format_number(row.fields["best_epoch"])
-        source = " (of the mean curve over folds)" if _get(metrics, "validation", "best_epoch_source") == "mean_curve" else ""
+        of_mean = _get(metrics, "validation", "best_epoch_source") == "mean_curve"
+        source = " (of the mean curve over folds)" if of_mean else ""
         facts.add_row("epochs", Text(f"{epochs} run, best epoch {best}{source}"))
     partial = metrics.get("partial")
     if isinstance(partial, dict):

@@ -57,9 +57,7 @@ def utc_now() -> str:
 
 
 def _json_default(value: Any):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
@@ -72,8 +70,8 @@ def _clean(value: Any) -> Any:
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
-    if hasattr(value, "item") and not hasattr(value, "__len__"):
-        return _clean(value.item())
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, with their NaNs
+        return _clean(value.tolist())
     return value
 
 

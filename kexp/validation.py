@@ -27,7 +27,7 @@ class Split:
                 "train_idx": self.train_idx.tolist(), "val_idx": self.val_idx.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Split":
+    def from_dict(cls, d: dict) -> Split:
         return cls(d["id"], int(d["repeat"]), int(d["fold"]),
                    np.asarray(d["train_idx"], dtype="int64"), np.asarray(d["val_idx"], dtype="int64"))
 

@@ -46,7 +46,7 @@ settings.register_profile("kexp-thorough", max_examples=20_000, deadline=None,
 settings.load_profile(os.environ.get("KEXP_HYPOTHESIS_PROFILE", "kexp-ci"))
 
 # tests/ is on sys.path; imported after the environment is set
-from helpers import TINY_CONFIG
+from helpers import TINY_CONFIG  # noqa: E402
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from cli_runner import invoke, stderr_of
 from helpers import TINY_CONFIG
 
@@ -239,4 +238,5 @@ def test_a_seed_outside_what_numpy_takes_is_a_config_error_before_any_check(tmp_
     text = IRIS.replace("{scheme: holdout, size: 0.2, shuffle: true}", "{scheme: kfold, n_splits: 3, shuffle: true}")
     code, lines = validate(write(tmp_path, "seed: -1\n" + text))
     assert code == 2
-    assert any(line.endswith("exp.yaml: seed: input should be greater than or equal to 0; got -1") for line in lines), lines
+    wanted = "exp.yaml: seed: input should be greater than or equal to 0; got -1"
+    assert any(line.endswith(wanted) for line in lines), lines

@@ -277,7 +277,8 @@ def test_random_guessing_scores_a_class_unseen_in_training_as_never_guessed():
 
 
 @pytest.mark.parametrize("task, metric, expected", [
-    ("regression", "val_mae", "mae"), ("regression", "Mean_Squared_Error", "mse"), ("binary", "Val_Accuracy", "accuracy"),
+    ("regression", "val_mae", "mae"), ("regression", "Mean_Squared_Error", "mse"),
+    ("binary", "Val_Accuracy", "accuracy"),
     ("multiclass", "sparse_categorical_accuracy", "accuracy"), ("binary", None, "accuracy"),
 ])
 def test_baseline_metric_names_are_read_without_case_or_val_prefix(task, metric, expected):

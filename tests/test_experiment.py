@@ -93,7 +93,10 @@ def test_holdout_run_writes_a_complete_readable_folder(holdout_run):
     record = read_run(folder)
     assert record.status == "completed"
     assert record.config["training"]["epochs"] == 3 and record.config["validation"]["size"] == 10
-    assert record.config["compile"]["optimizer"] == {"name": "rmsprop"}, "defaults are resolved"
+    optimizer = record.config["compile"]["optimizer"]  # config.json: with Keras' own defaults filled in
+    assert optimizer["name"] == "rmsprop" and optimizer["learning_rate"] == 0.001, optimizer
+    saved = load_config(folder / "config.yaml").to_dict()
+    assert saved["compile"]["optimizer"] == {"name": "rmsprop"}, "config.yaml holds what the config said"
     history = read_history(folder / "history.csv")
     assert history["epoch"] == [1.0, 2.0, 3.0]
     assert {"loss", "mae", "val_loss", "val_mae"} <= set(history)
@@ -459,7 +462,7 @@ def test_iterated_stratified_kfold_run_balances_its_folds_and_averages_the_class
     assert_margin(b, loss_like=False)
 
 
-# --------------------------------------------------------------------------- fast unit tests (mutation testing, TESTING.md)
+# ------------------------------------------------------------------- fast unit tests (mutation testing, TESTING.md)
 # summarize, _aggregate and _baseline on hand-made fold results: no training. Named test_unit_* so that
 # [tool.mutmut] can select them alone.
 def _kfold_config(**validation):
@@ -565,7 +568,8 @@ def test_unit_aggregate_of_folds_without_a_finite_curve_has_no_best_epoch():
 def _splits(*val_parts, n):
     from kexp.validation import Split
 
-    return [Split(f"r0-f{i}", 0, i, np.setdiff1d(np.arange(n), val), np.asarray(val)) for i, val in enumerate(val_parts)]
+    return [Split(f"r0-f{i}", 0, i, np.setdiff1d(np.arange(n), val), np.asarray(val))
+            for i, val in enumerate(val_parts)]
 
 
 def test_unit_baseline_of_a_holdout_regression_run_is_fitted_on_training_labels():

@@ -5,6 +5,7 @@ import pytest
 
 from kexp.config import validate_config
 from kexp.datasets import Data, Ragged
+from kexp.errors import ConfigError, DataError
 from kexp.preprocessing import (
     MultiHot,
     Preprocessor,
@@ -107,7 +108,6 @@ def test_encode_labels():
 
 
 # --------------------------------------------------------------------------- imputation, one-hot, channels
-from kexp.errors import ConfigError, DataError
 
 
 def csv_config(preprocessing, **dataset):

@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from cli_runner import invoke, no_traceback, stderr_of
+
 from kexp.runs import find_runs, read_history, read_run
 
 CHECKOUT = Path(__file__).resolve().parents[1]

@@ -116,8 +116,6 @@ def test_write_json_is_indented_text_with_numpy_values_as_plain_json(tmp_path):
     assert json.loads(text) == {"f": 0.5, "i": 3, "nan": None, "inf": None, "zero_d": 2.5}
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, reported: _json_default calls .item() before .tolist(), so an "
-                                        "array of several values fails and a 1-value array is written as a scalar")
 def test_write_json_writes_numpy_arrays_as_lists(tmp_path):
     import numpy as np
 

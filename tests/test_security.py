@@ -171,11 +171,12 @@ HIDDEN_LAYERS = st.one_of(
                                                             st.floats(0, 0.1))), st.booleans()),
     st.builds(lambda rate: {"layer": "Dropout", "rate": rate}, st.floats(0, 0.9)),
     st.builds(lambda stddev: {"layer": "GaussianNoise", "stddev": stddev}, st.floats(0, 1)),
-    st.sampled_from(["BatchNormalization", {"layer": "LayerNormalization"}, {"layer": "Activation", "activation": "relu"},
-                     {"layer": "UnitNormalization"}, "Identity"]),
+    st.sampled_from(["BatchNormalization", {"layer": "LayerNormalization"},
+                     {"layer": "Activation", "activation": "relu"}, {"layer": "UnitNormalization"}, "Identity"]),
 )
-LAST_LAYER = st.sampled_from([{"layer": "Dense", "units": 3, "activation": "softmax"},
-                              {"layer": "Dense", "units": 3, "activation": "softmax", "name": "out", "dtype": "float32"}])
+LAST_LAYER = st.sampled_from([
+    {"layer": "Dense", "units": 3, "activation": "softmax"},
+    {"layer": "Dense", "units": 3, "activation": "softmax", "name": "out", "dtype": "float32"}])
 VALID_OPTIMIZERS = st.one_of(
     st.sampled_from(["adam", "sgd", "rmsprop", "adamw", "nadam", "adagrad", "Adam", "RMSprop"]),
     st.builds(lambda name, lr: {"name": name, "learning_rate": lr},
@@ -984,7 +985,7 @@ def test_concurrent_create_run_with_one_name_gives_distinct_folders(tmp_path):
     def create():
         try:
             made.append(create_run(tmp_path / "runs", "same", "train").path)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=create) for _ in range(32)]
