@@ -205,3 +205,286 @@ def test_pad_sequences_pads_with_zeros_by_default_into_int32():
     padded = pad_sequences(Ragged.from_lists([[7, 8], [9]]), 3)
     assert padded.dtype == np.int32 and padded.tolist() == [[0, 7, 8], [0, 0, 9]]
     assert pad_sequences(Ragged.from_lists([[7, 8], [9]]), 3, value=5).tolist() == [[5, 7, 8], [5, 5, 9]]
+
+
+# --------------------------------------------------------------------------- behaviour of the public API
+# (fast tests written against mutmut's survivors: see TESTING.md)
+
+def test_preprocessor_labels_encode_one_output_by_its_loss():
+    y = np.array([2, 0, 1])
+    pre = Preprocessor(config({}, loss="categorical_crossentropy"), data(np.zeros((3, 2)), y, "multiclass", 3))
+    out = pre.labels(y)
+    np.testing.assert_array_equal(out, np.eye(3, dtype="float32")[[2, 0, 1]])
+    assert out.dtype == np.float32
+    pre = Preprocessor(config({}, loss="sparse_categorical_crossentropy"), data(np.zeros((3, 2)), y, "multiclass", 3))
+    out = pre.labels(y.reshape(3, 1))
+    assert out.shape == (3,) and out.dtype == np.int32 and out.tolist() == [2, 0, 1]
+
+
+def test_preprocessor_labels_encode_each_output_by_its_task():
+    y = {"kind": np.array([1, 0]), "size": np.array([0.5, 1.5])}
+    d = data(np.zeros((2, 2)), y, {"kind": "multiclass", "size": "regression"}, {"kind": 3})
+    two = {"kind": np.array([1, 0]), "sign": np.array([0, 1])}
+    d2 = data(np.zeros((2, 2)), two, {"kind": "multiclass", "sign": "multiclass"}, {"kind": 3, "sign": 2})
+    out = Preprocessor(config({"labels": "categorical"}), d2).labels(two)
+    assert set(out) == {"kind", "sign"}
+    np.testing.assert_array_equal(out["kind"], [[0, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(out["sign"], [[1, 0], [0, 1]])
+    pre = Preprocessor(config({}), d)  # loss mse: the tasks decide
+    assert pre.label_encodings == {"kind": "sparse", "size": "raw"}
+    out = pre.labels(y)
+    assert out["kind"].dtype == np.int32 and out["kind"].tolist() == [1, 0]
+    assert out["size"].dtype == np.float32 and out["size"].tolist() == [0.5, 1.5]
+
+
+def test_preprocessor_single_output_encoding_comes_from_the_loss_then_the_task():
+    x = np.zeros((2, 1))
+    assert Preprocessor(config({}, loss="binary_crossentropy"), data(x, None, "multiclass")).label_encodings == "binary"
+    assert Preprocessor(config({}), data(x, None, "multiclass")).label_encodings == "sparse"
+    assert Preprocessor(config({}), data(x, None, "binary")).label_encodings == "binary"
+    assert Preprocessor(config({"labels": "raw"}), data(x, None, "multiclass")).label_encodings == "raw"
+
+
+def test_take_and_feature_shape_on_arrays_ragged_and_dicts():
+    from kexp.preprocessing import feature_shape, take
+
+    x = {"img": np.arange(24).reshape(4, 3, 2), "seq": SEQS}
+    part = take(x, np.array([3, 0]))
+    np.testing.assert_array_equal(part["img"], x["img"][[3, 0]])
+    assert part["seq"].to_lists() == [[4, 4, 9, 8, 7], [1, 5, 3]]
+    assert take(SEQS, np.array([1])).to_lists() == [[2]]
+    assert feature_shape(np.zeros((5, 3, 2))) == (3, 2)
+    assert feature_shape({"a": np.zeros((5, 4)), "b": np.zeros((5, 2, 2))}) == {"a": (4,), "b": (2, 2)}
+
+
+@pytest.mark.parametrize("padding, truncating, value", [("pre", "pre", 0), ("post", "post", -1),
+                                                         ("pre", "post", 7), ("post", "pre", 0)])
+def test_preprocessor_pads_sequences_as_configured(padding, truncating, value):
+    spec = {"maxlen": 3, "padding": padding, "truncating": truncating, "value": value}
+    pre = Preprocessor(config({"pad_sequences": spec}), data(SEQS, np.zeros(4))).fit(SEQS)
+    out = pre.transform(SEQS)
+    np.testing.assert_array_equal(out, pad_sequences(SEQS, 3, padding, truncating, value))
+    assert out.shape == (4, 3) and out.dtype == np.int32
+
+
+def test_preprocessor_pads_with_keras_defaults():
+    pre = Preprocessor(config({"pad_sequences": {"maxlen": 2}}), data(SEQS, np.zeros(4))).fit(SEQS)
+    assert pre.transform(SEQS).tolist() == [[5, 3], [0, 2], [0, 0], [8, 7]]
+    pre = Preprocessor(config({"pad_sequences": {"maxlen": 4, "padding": "post", "value": 9}}),
+                       data(SEQS, np.zeros(4)))
+    assert pre.transform({"s": SEQS})["s"].tolist() == [[1, 5, 3, 9], [2, 9, 9, 9], [9, 9, 9, 9], [4, 9, 8, 7]]
+
+
+def test_preprocessor_multi_hot_is_lazy_and_as_wide_as_configured():
+    pre = Preprocessor(config({"multi_hot": 6}), data(SEQS, np.zeros(4))).fit(SEQS)
+    out = pre.transform(SEQS)
+    assert isinstance(out, MultiHot) and out.width == 6 and out.shape == (4, 6)
+    np.testing.assert_array_equal(out.dense(), MultiHot(SEQS, 6).dense())
+    assert out.dense()[3].tolist() == [0, 0, 0, 0, 1, 0]  # ids 6 and up are dropped
+
+
+def test_tf_dataset_batches_in_order_without_shuffle():
+    x = np.arange(10, dtype="float32").reshape(5, 2)
+    y = np.arange(5, dtype="float32")
+    batches = list(to_tf_dataset(x, y, batch_size=2).as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+
+
+def test_tf_dataset_without_labels_yields_features_only():
+    x = np.arange(6, dtype="float32").reshape(3, 2)
+    batches = list(to_tf_dataset(x, None, batch_size=2).as_numpy_iterator())
+    assert [len(b) for b in batches] == [1, 1]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+
+
+def test_tf_dataset_shuffle_is_seeded_complete_and_reshuffled_each_epoch():
+    n = 64
+    x = np.arange(n, dtype="float32").reshape(n, 1)
+    y = np.arange(n, dtype="int64")
+
+    def orders(seed, epochs=3):
+        ds = to_tf_dataset(x, y, batch_size=32, shuffle=True, seed=seed, repeat=True)
+        it = ds.as_numpy_iterator()
+        return [np.concatenate([next(it)[1] for _ in range(2)]).tolist() for _ in range(epochs)]
+
+    first, again = orders(1), orders(1)
+    assert first == again  # the seed fixes every epoch's order
+    for order in first:
+        assert sorted(order) == list(range(n))  # every row once per epoch
+        assert order != list(range(n))  # shuffled across the whole set
+    assert first[0] != first[1] != first[2]  # a new order each epoch
+    assert orders(2)[0] != first[0]
+    # the shuffle buffer covers every row: the first batch draws from the whole set, not the first rows
+    assert max(first[0][:32]) >= 32 and max(orders(3)[0][:32]) >= 32
+
+
+def test_tf_dataset_repeat_goes_on_past_one_epoch_only_when_asked():
+    x = np.arange(3, dtype="float32").reshape(3, 1)
+    assert len(list(to_tf_dataset(x, x, batch_size=2).as_numpy_iterator())) == 2
+    it = to_tf_dataset(x, x, batch_size=2, repeat=True).as_numpy_iterator()
+    got = [next(it)[0].ravel().tolist() for _ in range(4)]
+    assert got == [[0, 1], [2], [0, 1], [2]]
+
+
+def test_tf_dataset_multi_hot_drops_ids_past_the_width_and_is_float32():
+    x = MultiHot(SEQS, 5)  # ids 5..9 are out of the vocabulary
+    ds = to_tf_dataset(x, np.zeros(4, dtype="float32"), batch_size=4)
+    assert ds.element_spec[0].shape.as_list() == [None, 5]
+    (bx, _), = list(ds.as_numpy_iterator())
+    assert bx.dtype == np.float32
+    np.testing.assert_array_equal(bx, x.dense())
+    assert bx[3].tolist() == [0, 0, 0, 0, 1]
+
+
+def test_tf_dataset_encodes_each_multi_hot_input_of_a_dict():
+    seqs = MultiHot(SEQS, 10)
+    dense = np.arange(8, dtype="float32").reshape(4, 2)
+    y = np.arange(4, dtype="float32")
+    ds = to_tf_dataset({"words": seqs, "num": dense}, y, batch_size=3)
+    assert ds.element_spec[0]["words"].shape.as_list() == [None, 10]
+    batches = list(ds.as_numpy_iterator())
+    words = np.concatenate([b[0]["words"] for b in batches])
+    np.testing.assert_array_equal(words, seqs.dense())
+    np.testing.assert_array_equal(np.concatenate([b[0]["num"] for b in batches]), dense)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+    # a dict without labels too
+    batches = list(to_tf_dataset({"words": seqs}, None, batch_size=4).as_numpy_iterator())
+    np.testing.assert_array_equal(batches[0][0]["words"], seqs.dense())
+
+
+def test_tf_dataset_shuffled_multi_hot_rows_keep_their_labels():
+    seqs = MultiHot(Ragged.from_lists([[i] for i in range(16)]), 16)
+    y = np.arange(16, dtype="int64")
+    it = to_tf_dataset(seqs, y, batch_size=4, shuffle=True, seed=0).as_numpy_iterator()
+    for bx, by in it:
+        assert bx.argmax(axis=1).tolist() == by.tolist()
+
+
+def test_channels_last_error_names_the_input_of_a_dict():
+    x = {"pic": np.zeros((2, 4))}
+    with pytest.raises(DataError, match=r"input 'pic' has shape \(4,\) per sample, which is not an image"):
+        Preprocessor(config({"channels_last": True}), data(x, np.zeros(2))).fit(x)
+    with pytest.raises(DataError, match=r"; input has shape \(4,\) per sample"):
+        Preprocessor(config({"channels_last": True}), data(x["pic"], np.zeros(2))).fit(x["pic"])
+
+
+def test_channels_last_checks_the_shape_at_fit_and_keeps_values():
+    images = np.arange(2 * 3 * 4, dtype="float32").reshape(2, 3, 4)
+    pre = Preprocessor(config({"channels_last": True}), data(images, np.zeros(2))).fit(images)
+    out = pre.transform(images)
+    assert out.shape == (2, 3, 4, 1) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[..., 0], images)
+
+
+def test_flatten_keeps_every_value_in_row_order():
+    images = np.arange(2 * 2 * 3).reshape(2, 2, 3)  # int64 in, float32 out
+    pre = Preprocessor(config({"flatten": True}), data(images, np.zeros(2))).fit(images)
+    out = pre.transform(images)
+    assert out.dtype == np.float32 and out.tolist() == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
+
+
+def test_standardize_statistics_are_float32_and_listed_per_column():
+    x = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
+    pre = Preprocessor(config({"standardize": True}), data(x, np.zeros(3))).fit(x)
+    fitted = pre.fitted()["x"]
+    assert fitted["n_samples"] == 3
+    np.testing.assert_allclose(fitted["mean"], [3.0, 5.0])
+    np.testing.assert_allclose(fitted["std"], [np.sqrt(8 / 3), 1.0], rtol=1e-6)
+    out = pre.transform(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], np.array([-2, 0, 2]) / np.sqrt(8 / 3), rtol=1e-6)
+
+
+def test_fitted_names_columns_from_feature_names_of_the_right_input():
+    x = {"a": np.array([[1.0, np.nan], [3.0, 4.0]]), "b": np.array([[np.nan, 1.0, 2.0], [6.0, 1.0, 2.0]])}
+    d = data(x, np.zeros(2))
+    d.feature_names = ["a0", "a1", "b0", "b1", "b2"]
+    pre = Preprocessor(csv_config({}, missing="mean"), d).fit(x)
+    fitted = pre.fitted()
+    assert fitted["a"]["imputed"] == {"strategy": "mean", "values": {"a0": 2.0, "a1": 4.0}}
+    assert fitted["b"]["imputed"]["values"] == {"b0": 6.0, "b1": 1.0, "b2": 2.0}
+    assert fitted["b"]["n_samples"] == 2
+    np.testing.assert_allclose(pre.transform(x)["b"], [[6.0, 1.0, 2.0], [6.0, 1.0, 2.0]])
+    d.feature_names = None  # without names: the column numbers
+    assert Preprocessor(csv_config({}, missing="mean"), d).fit(x).fitted()["a"]["imputed"]["values"] == {
+        "0": 2.0, "1": 4.0}
+
+
+def test_each_output_takes_the_encoding_its_own_loss_expects():
+    y = {"kind": np.array([2, 0]), "size": np.array([0.5, 1.5])}
+    d = data(np.zeros((2, 2)), y, {"kind": "multiclass", "size": "regression"}, {"kind": 3})
+    pre = Preprocessor(config({}, loss={"kind": "categorical_crossentropy", "size": "mse"}), d)
+    assert pre.label_encodings == {"kind": "categorical", "size": "raw"}
+    out = pre.labels(y)
+    np.testing.assert_array_equal(out["kind"], [[0, 0, 1], [1, 0, 0]])
+    assert out["size"].tolist() == [0.5, 1.5]
+    # one loss for every output: that loss decides for each
+    assert Preprocessor(config({}, loss="sparse_categorical_crossentropy"), d).label_encodings == {
+        "kind": "sparse", "size": "sparse"}
+    # a single output with per-output losses falls back on its task
+    single = data(np.zeros((2, 2)), np.array([0, 1]), "multiclass", 2)
+    assert Preprocessor(config({}, loss={"out": "categorical_crossentropy"}), single).label_encodings == "sparse"
+
+
+def test_one_hot_blocks_of_several_categorical_columns_stay_in_their_columns_places():
+    x = np.array([["a", 1.0, "x"], ["b", 2.0, "y"], ["a", 3.0, "z"]], dtype=object)
+    d = table(x.tolist(), {"x": [0, 2]}, names=("c1", "num", "c2"))
+    pre = Preprocessor(csv_config({}, categorical=["c1", "c2"]), d).fit(x)
+    out = pre.transform(x)
+    np.testing.assert_array_equal(out, [[1, 0, 1, 1, 0, 0], [0, 1, 2, 0, 1, 0], [1, 0, 3, 0, 0, 1]])
+    fitted = pre.fitted()["x"]
+    assert fitted == {"n_samples": 3, "one_hot": {"c1": ["a", "b"], "c2": ["x", "y", "z"]}}  # nothing imputed
+
+
+def test_a_training_column_with_no_value_is_kept_and_filled_with_zeros():
+    x_train = np.array([[1.0, np.nan], [3.0, np.nan]])
+    x_val = np.array([[5.0, 7.0]])
+    pre = Preprocessor(csv_config({}, missing="mean"), table(x_train.tolist(), names=("a", "b"))).fit(x_train)
+    np.testing.assert_array_equal(pre.transform(x_train), [[1.0, 0.0], [3.0, 0.0]])
+    np.testing.assert_array_equal(pre.transform(x_val), [[5.0, 7.0]])
+    x_train = np.array([[1.0, None], [3.0, None]], dtype=object)
+    pre = Preprocessor(csv_config({}, categorical=["b"], missing="most_frequent"),
+                       table(x_train.tolist(), {"x": [1]}, names=("a", "b"))).fit(x_train)
+    assert pre.transform(x_train).shape[0] == 2
+
+
+def test_float_class_labels_encode_like_integers():
+    y = np.array([2.0, 0.0, 1.0])  # labels read from a CSV column come as floats
+    np.testing.assert_array_equal(encode_labels(y, "categorical", 3), np.eye(3, dtype="float32")[[2, 0, 1]])
+    assert encode_labels(y, "sparse", 3).tolist() == [2, 0, 1]
+
+
+def test_pad_sequences_truncates_at_the_front_by_default():
+    assert pad_sequences(SEQS, 2).tolist() == [[5, 3], [0, 2], [0, 0], [8, 7]]
+    assert pad_sequences(SEQS, 2, "post").tolist() == [[5, 3], [2, 0], [0, 0], [8, 7]]
+
+
+def test_transform_before_fit_applies_no_statistics():
+    x = np.array([[1, 2], [3, 4]])
+    pre = Preprocessor(config({"standardize": True}), data(x, np.zeros(2)))
+    assert pre.fitted() == {}
+    out = pre.transform(x)
+    assert out.dtype == np.float32 and out.tolist() == [[1, 2], [3, 4]]
+
+
+def test_imputed_numeric_columns_come_out_float32():
+    x = np.array([[1.0, np.nan], [3.0, 4.0]])
+    pre = Preprocessor(csv_config({}, missing="mean"), table(x.tolist(), names=("a", "b"))).fit(x)
+    out = pre.transform(x)
+    assert out.dtype == np.float32 and out.tolist() == [[1.0, 4.0], [3.0, 4.0]]
+
+
+def test_fitted_names_columns_of_same_width_inputs_after_an_image_input():
+    x = {"img": np.zeros((2, 2, 2)), "a": np.array([[1.0, 2.0], [3.0, np.nan]]),
+         "b": np.array([[np.nan, 5.0], [7.0, 5.0]]), "c": np.array([[0.0, 1.0], [np.nan, 3.0]])}
+    d = data(x, np.zeros(2))
+    d.feature_names = ["a0", "a1", "b0", "b1", "c0", "c1"]  # the image has no column names
+    pre = Preprocessor(csv_config({}, missing="mean"), d).fit(x)
+    fitted = pre.fitted()
+    assert "img" not in fitted  # an image is not a table: nothing to impute column by column
+    assert fitted["a"]["imputed"]["values"] == {"a0": 2.0, "a1": 2.0}
+    assert fitted["b"]["imputed"]["values"] == {"b0": 7.0, "b1": 5.0}
+    assert fitted["c"]["imputed"]["values"] == {"c0": 0.0, "c1": 2.0}
+    assert pre.transform(x)["img"].shape == (2, 2, 2)

@@ -246,3 +246,238 @@ def test_read_run_of_a_dead_process_or_odd_status_is_incomplete(tmp_path):
     assert record.problems == ["status.json: unreadable (JSONDecodeError)"]
     (folder / "status.json").unlink()
     assert runs.read_run(folder).problems == ["status.json: missing"]
+
+
+# --------------------------------------------------------------------------- reading partial/damaged folders
+# (fast tests written against mutmut's survivors: see TESTING.md)
+def test_read_history_skips_a_cut_last_row_and_damaged_rows_and_cells(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss\n1,0.5\n2,0.4,extra\n3,\n4,abc\n5,0.\xff1\n6,0.2\n7,0.1")
+    history = runs.read_history(path)
+    assert history["epoch"] == [1.0, 3.0, 4.0, 5.0, 6.0]  # 2: too many cells; 7: cut short by a crash
+    assert history["loss"][0] == 0.5 and history["loss"][4] == 0.2
+    assert all(math.isnan(v) for v in history["loss"][1:4])  # empty, not a number, not UTF-8
+    path.write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    assert runs.read_history(path) == {"epoch": [1.0, 2.0], "loss": [0.5, 0.4]}
+    path.write_text("epoch,loss\n1,0.5")
+    assert runs.read_history(path) == {"epoch": [], "loss": []}
+    path.write_text("epoch,loss")
+    assert runs.read_history(path) == {"epoch": [], "loss": []}
+    path.write_text("")
+    assert runs.read_history(path) == {}
+
+
+def test_read_run_takes_a_string_and_prefers_config_json(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "status.json").write_text(json.dumps({"status": "completed", "command": "train"}))
+    (folder / "config.yaml").write_text("name: from-yaml\n")
+    (folder / "config.json").write_text(json.dumps({"name": "from-json"}))
+    record = runs.read_run(str(folder))
+    assert record.path == folder and record.name == "r"
+    assert record.config == {"name": "from-json"} and record.problems == []
+    (folder / "config.json").unlink()
+    assert runs.read_run(str(folder)).config == {"name": "from-yaml"}
+
+
+def test_read_run_lists_each_damaged_file_and_keeps_the_rest(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "status.json").write_text(json.dumps({"status": "completed"}))
+    (folder / "config.json").write_text("{not json")
+    (folder / "config.yaml").write_text("a: [1\n")
+    (folder / "metrics.json").write_bytes(b'{"x": "\xff"}')
+    record = runs.read_run(folder)
+    assert record.status == "completed" and record.config is None and record.metrics is None
+    assert record.problems == ["config.json: unreadable (JSONDecodeError)", "config.yaml: unreadable",
+                               "metrics.json: unreadable (UnicodeDecodeError)"]
+    (folder / "config.json").write_text("[1, 2]")  # JSON, but not a config
+    (folder / "metrics.json").write_text('{"loss": 1.5}')
+    record = runs.read_run(folder)
+    assert record.config is None and record.metrics == {"loss": 1.5} and record.problems == []
+    (folder / "config.json").unlink()
+    (folder / "config.yaml").write_bytes(b"name: \xff\n")
+    assert runs.read_run(folder).problems == ["config.yaml: unreadable"]
+    (folder / "config.yaml").write_text("- 1\n- 2\n")  # YAML, but not a config
+    record = runs.read_run(folder)
+    assert record.config is None and record.problems == []
+
+
+def test_read_run_of_a_running_status_trusts_a_live_pid_only(tmp_path, monkeypatch):
+    import socket
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    host = socket.gethostname()
+    alive, signals = {1, 4242}, []
+
+    def kill(pid, sig):  # no real signal is ever sent by this test
+        signals.append(sig)
+        if pid not in alive:
+            raise ProcessLookupError
+        if pid == 4242:
+            raise PermissionError  # another user's live process
+
+    monkeypatch.setattr(runs.os, "kill", kill)
+
+    def status_of(pid):
+        (folder / "status.json").write_text(json.dumps({"status": "running", "pid": pid, "host": host}))
+        return runs.read_run(folder).status
+
+    assert status_of(0) == "incomplete" and status_of(-1) == "incomplete"  # never the process group
+    assert status_of(1) == "running"
+    assert status_of(4242) == "running"
+    assert status_of(777) == "incomplete"
+    assert signals and set(signals) == {0}  # reading a folder only asks whether the process exists
+
+
+def test_create_run_reports_a_run_folder_it_cannot_create(tmp_path, monkeypatch):
+    make = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.parent == tmp_path.resolve():
+            raise PermissionError(13, "Permission denied")
+        return make(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(runs.RunError, match=r": cannot create a run folder: Permission denied$"):
+        runs.create_run(tmp_path, "x", "train")
+
+
+def test_is_run_folder_needs_status_or_config_with_environment_or_metrics(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    assert not runs.is_run_folder(folder)
+    (folder / "config.yaml").write_text("name: x\n")
+    assert not runs.is_run_folder(folder)  # a config alone is somebody's config file
+    (folder / "environment.json").write_text("{}")
+    assert runs.is_run_folder(folder)
+    (folder / "environment.json").unlink()
+    (folder / "metrics.json").write_text("{}")
+    assert runs.is_run_folder(folder)
+    (folder / "config.yaml").unlink()
+    assert not runs.is_run_folder(folder)
+    (folder / "status.json").write_text("{}")
+    assert runs.is_run_folder(folder)
+
+
+def test_find_runs_walks_every_root_skips_hidden_and_config_only_folders_and_sorts_by_name(tmp_path):
+    def run(*parts):
+        folder = tmp_path.joinpath(*parts)
+        folder.mkdir(parents=True)
+        (folder / "status.json").write_text("{}")
+        return folder
+
+    b2 = run("b", "2-run")
+    a3 = run("a", "3-run")
+    run("a", "3-run", "folds", "f0")  # a run's own subfolder
+    run("a", ".hidden", "1-run")
+    c1 = run("c", "1-run")
+    old = tmp_path / "a" / "0-old"
+    old.mkdir()
+    (old / "config.yaml").write_text("name: x\n")  # config alone: not a run
+    (old / "metrics.json").write_text("{}")
+    (tmp_path / "a" / "just-config").mkdir()
+    (tmp_path / "a" / "just-config" / "config.yaml").write_text("name: x\n")
+    found = runs.find_runs([tmp_path / "missing", tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    assert found == [old, c1, b2, a3]
+    assert runs.find_runs([a3, b2, tmp_path / "c"]) == [c1, b2, a3]  # a root that is a run, then more roots
+    assert runs.find_runs([tmp_path / "missing"]) == []
+    same_a, same_b = run("x", "a", "5-run"), run("x", "b", "5-run")
+    assert runs.find_runs([tmp_path / "x"]) == [same_a, same_b]
+
+
+def test_duration_is_seconds_since_the_start_rounded_to_milliseconds(monkeypatch):
+    monkeypatch.setattr(runs.time, "perf_counter", lambda: 12.3456789)
+    assert runs.duration(2.0) == 10.346
+
+
+def test_run_writes_config_yaml_and_json_and_the_history_csv(tmp_path):
+    run = runs.create_run(tmp_path / "deep" / "er" / "runs", "x", "train")
+    assert run.command == "train" and run.path.parent == (tmp_path / "deep" / "er" / "runs").resolve()
+    run.write_config({"name": "x"}, {"name": "x", "resolved": True})
+    assert (run.path / "config.yaml").read_text() == "name: x\n"
+    assert json.loads((run.path / "config.json").read_text()) == {"name": "x", "resolved": True}
+    run.write_config({"name": "y"})
+    assert json.loads((run.path / "config.json").read_text()) == {"name": "y"}
+    run.write_yaml("extra.yaml", {"k": [1, 2]})
+    assert (run.path / "extra.yaml").read_text() == "k:\n- 1\n- 2\n"
+    runs.write_yaml(run.path / "plain.yaml", {"a": 1})
+    assert (run.path / "plain.yaml").read_text() == "a: 1\n"
+    writer = run.history()
+    writer.append(1, {"loss": 0.5})
+    writer.close()
+    assert (run.path / "history.csv").read_text() == "epoch,loss\n1,0.5\n"
+    with pytest.raises(ValueError):
+        writer.append(2, {"loss": 0.4})  # closed: nothing more is written
+
+
+def test_create_run_status_json_and_a_second_run_in_the_same_folder(tmp_path):
+    first = runs.create_run(tmp_path, "x", "train")
+    second = runs.create_run(tmp_path, "x", "train")
+    assert first.path != second.path and first.path.parent == second.path.parent
+    status = json.loads((first.path / "status.json").read_text())
+    assert sorted(status) == ["command", "host", "pid", "started", "status", "updated"]
+    assert status["status"] == "running"
+
+
+def test_create_run_tries_another_name_when_one_is_taken(tmp_path, monkeypatch):
+    import datetime as dt
+
+    fixed = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(runs, "datetime", type("Fixed", (), {"now": staticmethod(lambda tz=None: fixed)}))
+    tokens = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(tokens))
+    first = runs.create_run(tmp_path, "x", "train")
+    second = runs.create_run(tmp_path, "x", "train")
+    assert first.path.name == "20260102T030405Z-x-aaaaaa" and second.path.name == "20260102T030405Z-x-bbbbbb"
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: "aaaaaa")  # every name taken
+    with pytest.raises(runs.RunError, match=r": could not find a free run folder name$"):
+        runs.create_run(tmp_path, "x", "train")
+
+
+def test_create_run_refuses_a_runs_folder_it_cannot_write_to(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: mode == os.F_OK)  # exists, not writable
+    with pytest.raises(runs.RunError, match=r"runs: the runs folder is not writable$"):
+        runs.create_run(tmp_path / "runs", "x", "train")
+
+
+def test_create_run_reports_a_runs_folder_it_cannot_create(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(runs.RunError, match=r"file/runs: cannot create the runs folder: Not a directory$"):
+        runs.create_run(tmp_path / "file" / "runs", "x", "train")
+
+
+def test_times_are_utc_whatever_the_local_time_zone(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9, no daylight saving
+    time.tzset()
+    try:
+        before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        run = runs.create_run(tmp_path, "x", "train")
+        now = runs.utc_now()
+        after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert before <= now <= after
+    stamp = before.replace("-", "").replace(":", "")[:11]  # yyyymmddThh
+    assert run.path.name.startswith(stamp) or run.path.name.startswith(after.replace("-", "").replace(":", "")[:11])
+
+
+def test_open_run_of_a_status_without_command(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "status.json").write_text(json.dumps({"status": "failed"}))
+    run = runs.open_run(str(folder))
+    assert run.command == "" and run.status == {"status": "failed"} and run.path == folder.resolve()
+
+
+def test_write_json_refuses_what_json_cannot_hold_and_names_it(tmp_path):
+    with pytest.raises(TypeError, match=r"^cannot write object as JSON$"):
+        runs.write_json(tmp_path / "x.json", {"a": object()})
+
+
+def test_safe_name_keeps_a_leading_or_trailing_x():
+    assert runs.safe_name("Xray-X") == "Xray-X"
