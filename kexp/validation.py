@@ -61,7 +61,7 @@ def _check_strata(labels: np.ndarray, size: int, n: int, given) -> None:
         raise ValueError(f"validation.size: {given} leaves {n - size} training samples, fewer than the {k} "
                          "classes that stratify: true puts in each part; use a smaller size, or set stratify: false")
     if counts.min() < 2:
-        rare = classes[counts.argmin()]
+        rare = classes[counts.argmin()].item()  # 7 or 'fraud', not np.int64(7)
         raise ValueError(f"validation.stratify: class {rare!r} has 1 sample; a stratified split needs at least 2 "
                          "of each class; set stratify: false")
 

@@ -348,3 +348,17 @@ def test_merge_keeps_every_hint_and_allowed_value_and_joins_differing_values_wit
     assert _merge(["a; got 1", "b"]) == "a; got 1; or b"
     assert _merge(["a; got 1", "b; got 1", "c; got 2"]) == "a; got 1; or b; got 1; or c; got 2"
     assert _merge(["a; got x; got y", "b; got x; got y"]) == "a or b; got x; got y"
+
+
+def test_long_values_are_cut_to_sixty_characters_in_error_lines(tmp_path):
+    exactly_60 = "x" * 58  # its repr, quotes included, is 60 characters: shown whole
+    assert error_lines(tmp_path, seed=exactly_60) == [f"F: seed: input should be a valid integer; got '{exactly_60}'"]
+    assert error_lines(tmp_path, seed="x" * 59) == [  # 61 characters: cut to 57 and '...'
+        "F: seed: input should be a valid integer; got '" + "x" * 56 + "..."]
+
+
+def test_a_key_of_the_other_scheme_does_not_hide_the_problems_after_it(tmp_path):
+    assert error_lines(tmp_path, validation={"scheme": "holdout", "n_splits": 3, "zzz": 1, "size": 0}) == [
+        "F: validation.size: input should be greater than 0; got 0",
+        "F: validation.n_splits: belongs to scheme kfold, not holdout; set validation.scheme: kfold or remove it",
+        "F: validation.zzz: unknown key; allowed: final, mode, monitor, scheme, seed, shuffle, size, stratify"]

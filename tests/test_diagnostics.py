@@ -299,3 +299,34 @@ def test_a_metric_without_a_baseline_says_which_have_one(task, metric, allowed):
 def test_class_ids_come_from_columns_and_one_hot_rows(y_train, y_val):
     result = d.baseline("binary", y_train, y_val)
     assert result["majority_class"] == 1 and result["validation"]["majority_accuracy"] == 0.5
+
+
+def test_best_epoch_without_a_finite_value_says_so():
+    with pytest.raises(ValueError, match=r"^no finite value to choose a best epoch from$"):
+        d.best_epoch([float("nan"), None], "min")
+
+
+@pytest.mark.parametrize("task, name, expected", [
+    ("binary", "val_accuracy", "accuracy"), ("multiclass", "VAL_ACC", "accuracy"),
+    ("regression", "val_mae", "mae"), ("regression", "Val_Mean_Squared_Error", "mse"),
+    ("binary", "loss", None), ("binary", "val_auc", None), ("regression", "val_accuracy", None),
+])
+def test_comparable_metric_reads_validation_names_in_any_case(task, name, expected):
+    assert d.comparable_metric(task, name) == expected
+
+
+def test_overfit_onset_needs_a_positive_patience_and_enough_epochs_after_the_minimum():
+    train, val = [3.0, 2.0, 1.0, 0.5], [1.0, 2.0, 3.0, 4.0]
+    assert d.overfit_onset(train, val) == 1
+    assert d.overfit_onset(train, val, patience=0) is None
+    assert d.overfit_onset(train, val, patience=-1) is None
+    assert d.overfit_onset(train[:2], val[:2]) is None  # one epoch after the minimum, patience 2
+    assert d.overfit_onset(train[:3], val[:3]) == 1
+
+
+def test_at_epoch_counts_epochs_from_one_and_leaves_out_epochs_outside_the_history():
+    histories = [{"loss": [1.0, 2.0], "val_loss": [3.0, 4.0]}, {"loss": [2.0, 3.0], "val_loss": [5.0, 6.0]}]
+    assert d.at_epoch(histories, 1) == ({"loss": 4.0}, {"loss": 1.0})
+    assert d.at_epoch(histories, 1, validation=False) == ({"loss": 1.5}, {"loss": 0.5})
+    assert d.at_epoch(histories, 0) == ({}, {})
+    assert d.at_epoch(histories, 3) == ({}, {})

@@ -622,3 +622,72 @@ def test_unit_baseline_finds_a_comparable_metric_and_never_fails_a_run():
     assert result["metric"] == "mae" and result["model"] == 5.0
     broken = _baseline("regression", np.array([1.0, 2.0]), None, _splits([5], n=2), metrics, "mae", "")
     assert set(broken) == {"error"} and broken["error"].startswith("IndexError: ")
+
+
+def test_unit_aggregate_upgrades_old_train_parts_and_takes_folds_without_metrics():
+    from kexp.experiment import _aggregate
+
+    old = _two_folds()
+    for fold in old:
+        fold["train"] = {"final": fold["train"]["last"]}  # written before `final` became `last`
+    out = _aggregate(_kfold_config(), old, "min")
+    assert [f["train"] for f in out["folds"]] == [{"last": {"loss": 1.0}}, {"last": {"loss": 3.0}}]
+    assert out["train"]["last"] == {"loss": 2.0}
+    assert out["preprocessing"] == "fitted on each fold's training part only: folds/<id>/preprocessing.json"
+    bare = _two_folds()
+    for fold in bare:
+        del fold["validation"], fold["train"]
+    out = _aggregate(_kfold_config(), bare, "min")
+    assert out["validation"]["last"] == {} and out["validation"]["last_std"] == {}
+    assert out["validation"]["best"] == {"loss": 3.0, "mae": 1.5}
+    assert out["train"] == {"last": {}, "best": {"loss": 3.0}}
+
+
+def test_unit_aggregate_ignores_a_smoothing_skip_as_long_as_the_curve_and_takes_a_single_fold():
+    from kexp.experiment import _aggregate
+
+    out = _aggregate(_kfold_config(smoothing={"factor": 0.5, "skip": 3}), _two_folds(), "min")  # 3 common epochs
+    assert out["curve"]["skip"] == 0 and out["curve"]["smoothed"] == pytest.approx([5.0, 4.0, 3.75])
+    assert out["best_epoch"] == 3
+    one = _aggregate(_kfold_config(), _two_folds()[1:], "min")
+    assert one["curves"] == {"loss": [3.0, 2.0, 1.0], "val_loss": [4.0, 2.0, 3.0], "val_mae": [2.0, 1.0, 1.5]}
+    assert one["best_epoch"] == 2 and one["validation"]["best"] == {"loss": 2.0, "mae": 1.0}
+
+
+def test_unit_kfold_baseline_averages_folds_that_differ_and_compares_the_model_with_the_mean():
+    from kexp.experiment import _baseline
+
+    y = np.array([0.0, 0.0, 0.0, 6.0])
+    splits = _splits([3], [0], n=4)  # fold 0 predicts 0 for 6 (mae 6, mse 36); fold 1 predicts 2 for 0 (2, 4)
+    scores = {"best_epoch": 1, "validation": {"best": {"mae": 5.0, "mse": 30.0}}}
+    result = _baseline("regression", y, None, splits, scores, "mae", "")
+    assert result["validation"] == pytest.approx({"mae": 4.0, "mse": 20.0})
+    assert result["value"] == 4.0 and result["model"] == 5.0
+    assert result["margin"] == pytest.approx(-1.0) and result["beats"] is False  # fold 0 alone: beaten
+    by_mse = _baseline("regression", y, None, splits, scores, "mse", "")
+    assert by_mse["metric"] == "mse" and by_mse["value"] == 20.0
+    assert by_mse["margin"] == pytest.approx(-10.0) and by_mse["beats"] is False
+    tie = _baseline("regression", y, None, splits, {"best_epoch": 1, "validation": {"best": {"mae": 4.0}}}, "mae", "")
+    assert tie["margin"] == 0 and tie["beats"] is False  # as good as the baseline does not beat it
+    unscored = _baseline("regression", y, None, splits, {}, "mae", "")  # no validation scores logged
+    assert unscored["model"] is None and unscored["margin"] is None and unscored["beats"] is None
+    assert unscored["value"] == 4.0
+
+
+def test_unit_baseline_test_scores_follow_the_rows_the_tested_model_was_fitted_on():
+    from kexp.experiment import _baseline
+
+    y, y_test = np.array([0.0, 0.0, 0.0, 6.0]), np.array([0.0])
+    final = _baseline("regression", y, y_test, _splits([3], n=4), {"final_model": True}, "mae", "")
+    assert final["test"] == pytest.approx({"mae": 1.5, "mse": 2.25})  # the final model trained on all 4 rows
+    split = _baseline("regression", y, y_test, _splits([3], n=4), {}, "mae", "")
+    assert split["test"] == {"mae": 0.0, "mse": 0.0}  # the split's model trained on rows 0-2
+
+
+def test_unit_holdout_baseline_of_a_model_with_a_nan_score_has_no_margin():
+    from kexp.experiment import _baseline
+
+    nan = {"validation": {"last": {"mae": float("nan")}}}
+    result = _baseline("regression", np.array([0.0, 0.0, 0.0, 6.0]), None, _splits([3], n=4), nan, "mae", "")
+    assert result["value"] == 6.0 and result["model"] is None
+    assert result["margin"] is None and result["beats"] is None

@@ -228,3 +228,11 @@ def test_a_split_round_trips_through_its_dict_as_written_to_folds_json():
     assert back.train_idx.tolist() == split.train_idx.tolist() and back.val_idx.tolist() == split.val_idx.tolist()
     empty = Split.from_dict({"id": "x", "repeat": 0, "fold": 0, "train_idx": [], "val_idx": []})
     assert empty.train_idx.dtype == np.int64 and empty.val_idx.dtype == np.int64
+
+
+def test_a_class_with_one_sample_is_named_with_the_whole_advice():
+    with pytest.raises(ValueError) as info:
+        holdout_split(20, _holdout(size=5, shuffle=True, stratify=True), 0, np.array([0] * 10 + [1] * 9 + [7]))
+    message = str(info.value)  # a class id reads as people write it: 7, not np.int64(7)
+    assert message == ("validation.stratify: class 7 has 1 sample; a stratified split needs at least 2 of each "
+                       "class; set stratify: false")
