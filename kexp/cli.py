@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -271,7 +272,6 @@ def validate(
 
 
 # ---- reporting commands
-from enum import Enum  # noqa: E402 - kept in this section, which the reporting side owns
 
 
 class Format(str, Enum):

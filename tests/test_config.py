@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 
 from kexp.config import KFold, apply_overrides, load_config, validate_config
 from kexp.errors import ConfigError
@@ -291,7 +292,6 @@ def test_dump_yaml_quotes_text_the_loader_would_read_as_a_number():
 
 # --------------------------------------------------------------------------- mutation-testing kills (TESTING.md)
 # The config error formatter (format_errors, _merge, _section_at): whole lines, as a user reads them.
-import yaml  # noqa: E402
 
 FORMATTER_BASE = {"name": "t", "dataset": {"name": "iris"}, "model": {"layers": [{"layer": "Dense", "units": 3}]},
                   "compile": {"optimizer": "adam", "loss": "mse"}}
