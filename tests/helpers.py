@@ -35,6 +35,25 @@ validation: {scheme: holdout, size: 0.2, shuffle: true}
 """
 
 
+# Two outputs from one CSV (`two.csv`: a numeric target `price`, a class target `band`); add `validation:`.
+TWO_OUTPUTS_CONFIG = """\
+seed: 0
+dataset: {name: csv, path: two.csv, test_split: 0.2, target: {price: price, band: band}}
+preprocessing: {standardize: true}
+model:
+  layers:
+    - {layer: Dense, name: hidden, units: 8, activation: relu}
+    - {layer: Dense, name: price, units: 1, inputs: hidden}
+    - {layer: Dense, name: band, units: 3, activation: softmax, inputs: hidden}
+  outputs: [price, band]
+compile:
+  optimizer: {name: adam, learning_rate: 0.01}
+  loss: {price: mse, band: sparse_categorical_crossentropy}
+  metrics: {price: [mae, mse], band: [accuracy]}
+training: {epochs: 2, batch_size: 16}
+"""
+
+
 # --------------------------------------------------------------------------- fabricated run folders
 REUTERS = {
     "name": "reuters",

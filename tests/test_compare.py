@@ -13,6 +13,7 @@ from helpers import (
     BOSTON,
     REUTERS,
     TINY_CONFIG,
+    TWO_OUTPUTS_CONFIG,
     holdout_metrics,
     kfold_metrics,
     make_run,
@@ -302,23 +303,10 @@ def test_lr_of_reduce_on_plateau_is_not_a_metric_row(tmp_path):
 
 
 # --------------------------------------------------------------------------- as the training side writes them
-TRAINED_TWO_OUTPUTS = """\
-seed: 0
-dataset: {name: csv, path: two.csv, test_split: 0.2, target: {price: price, band: band}}
-preprocessing: {standardize: true}
-model:
-  layers:
-    - {layer: Dense, name: hidden, units: 8, activation: relu}
-    - {layer: Dense, name: price, units: 1, inputs: hidden}
-    - {layer: Dense, name: band, units: 3, activation: softmax, inputs: hidden}
-  outputs: [price, band]
-compile:
-  optimizer: {name: adam, learning_rate: 0.01}
-  loss: {price: mse, band: sparse_categorical_crossentropy}
-  metrics: {price: [mae], band: [accuracy]}
-training: {epochs: 2, batch_size: 16, callbacks: [{name: ReduceLROnPlateau, patience: 1}]}
-validation: {scheme: holdout}
-"""
+TRAINED_TWO_OUTPUTS = TWO_OUTPUTS_CONFIG.replace(
+    "training: {epochs: 2, batch_size: 16}",
+    "training: {epochs: 2, batch_size: 16, callbacks: [{name: ReduceLROnPlateau, patience: 1}]}",
+) + "validation: {scheme: holdout}\n"
 
 
 def test_a_trained_two_output_run_is_compared_shown_and_plotted(tmp_path):

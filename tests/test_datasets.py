@@ -297,10 +297,8 @@ def test_mnist_reads_the_npz_as_keras_stores_it(tmp_path):
     assert data.task == "multiclass" and data.num_classes == 10
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
-def test_cifar10_reads_the_python_batches_channels_last(packed, tmp_path):
-    batches = make_cifar_batches(np.random.default_rng(5))
-    folder = tmp_path / "data"
+def write_cifar_batches(batches, folder, packed):
+    """Keras' CIFAR-10 python batches in `folder`: as the extracted folder, or packed as the tar.gz."""
     inner = folder / "cifar-10-batches-py"
     inner.mkdir(parents=True)
     for name, batch in batches.items():
@@ -311,6 +309,13 @@ def test_cifar10_reads_the_python_batches_channels_last(packed, tmp_path):
         for item in inner.iterdir():
             item.unlink()
         inner.rmdir()
+    return folder
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_cifar10_reads_the_python_batches_channels_last(packed, tmp_path):
+    batches = make_cifar_batches(np.random.default_rng(5))
+    folder = write_cifar_batches(batches, tmp_path / "data", packed)
     data = load_dataset(ImageData(name="cifar10", data_dir=str(folder)))
     assert data.x_train.shape == (10, 32, 32, 3) and data.x_test.shape == (2, 32, 32, 3)
     first = batches["data_batch_1"][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
@@ -668,17 +673,7 @@ def test_cifar10_batch_with_a_forbidden_global_is_refused(packed, tmp_path):
     batches = make_cifar_batches(np.random.default_rng(7))
     marker = tmp_path / "ran"
     batches["data_batch_3"][b"labels"] = _Payload(marker)
-    folder = tmp_path / "data"
-    inner = folder / "cifar-10-batches-py"
-    inner.mkdir(parents=True)
-    for name, batch in batches.items():
-        (inner / name).write_bytes(pickle.dumps(batch, protocol=4))
-    if packed:
-        with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as archive:
-            archive.add(inner, arcname="cifar-10-batches-py")
-        for item in inner.iterdir():
-            item.unlink()
-        inner.rmdir()
+    folder = write_cifar_batches(batches, tmp_path / "data", packed)
     with pytest.raises(DataError, match=r"cannot read data_batch_3: refusing to unpickle pathlib"):
         load_dataset(ImageData(name="cifar10", data_dir=str(folder)))
     assert not marker.exists(), "the pickle's code ran"

@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 from cli_runner import invoke
+from helpers import TWO_OUTPUTS_CONFIG
 
 from kexp.runs import read_history
 
@@ -105,22 +106,7 @@ def test_single_output_names_its_output(kfold_run):
 
 
 # --------------------------------------------------------------------------- item 3: several outputs
-TWO_OUTPUTS = """
-    seed: 0
-    dataset: {name: csv, path: two.csv, test_split: 0.2, target: {price: price, band: band}}
-    preprocessing: {standardize: true}
-    model:
-      layers:
-        - {layer: Dense, name: hidden, units: 8, activation: relu}
-        - {layer: Dense, name: price, units: 1, inputs: hidden}
-        - {layer: Dense, name: band, units: 3, activation: softmax, inputs: hidden}
-      outputs: [price, band]
-    compile:
-      optimizer: {name: adam, learning_rate: 0.01}
-      loss: {price: mse, band: sparse_categorical_crossentropy}
-      metrics: {price: [mae, mse], band: [accuracy]}
-    training: {epochs: 2, batch_size: 16}
-    """
+TWO_OUTPUTS = TWO_OUTPUTS_CONFIG
 
 
 @pytest.fixture(scope="module")
