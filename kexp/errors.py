@@ -1,6 +1,7 @@
 """kexp's own exceptions. The CLI catches KexpError once and turns it into a message and an exit code."""
 
 import difflib
+from dataclasses import dataclass, field
 
 
 class KexpError(Exception):
@@ -18,6 +19,22 @@ class ConfigError(KexpError):
         problems = [problems] if isinstance(problems, str) else list(problems)
         self.problems = [one_line(str(problem)) for problem in problems]
         super().__init__("\n".join(self.problems))
+
+
+@dataclass
+class Problems:
+    """Collected config problems: `key: message` lines, raised together as one ConfigError."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, key: str, message: str) -> None:
+        self.lines.append(f"{key}: {message}")
+
+
+class UsageError(KexpError):
+    """A command-line option that cannot be applied: an unknown key, a malformed KEY=VALUE."""
+
+    exit_code = 2
 
 
 def close_matches(word: str, choices) -> str:

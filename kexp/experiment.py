@@ -27,9 +27,17 @@ import numpy as np
 from kexp import diagnostics, runs
 from kexp.config import Config, KFold, validate_config
 from kexp.datasets import Data, Ragged, load_dataset
-from kexp.errors import ConfigError, DataError, Interrupted, KexpError, RunError, TrainingFailed, close_matches
-from kexp.models import (
+from kexp.errors import (
+    ConfigError,
+    DataError,
+    Interrupted,
+    KexpError,
     Problems,
+    RunError,
+    TrainingFailed,
+    close_matches,
+)
+from kexp.models import (
     build_model,
     check_loss_weights,
     check_names,

@@ -14,11 +14,10 @@ import functools
 import importlib.util
 import inspect
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from kexp.config import Config, show
-from kexp.errors import close_matches
+from kexp.errors import Problems, close_matches
 
 # names `compile` takes besides keras.metrics (it picks the binary/categorical/sparse form); Keras 3 no
 # longer takes "crossentropy"/"ce", which failed only once training started
@@ -57,16 +56,6 @@ def _public(module, base: type | None = None) -> dict[str, Any]:
 def _custom_objects() -> dict[str, Any]:
     keras = _keras()
     return {name.split(">")[-1]: obj for name, obj in keras.saving.get_custom_objects().items()}
-
-
-@dataclass
-class Problems:
-    """Collected config problems: `key: message` lines."""
-
-    lines: list[str] = field(default_factory=list)
-
-    def add(self, key: str, message: str) -> None:
-        self.lines.append(f"{key}: {message}")
 
 
 def _initials(name: str) -> str:

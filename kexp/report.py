@@ -33,18 +33,12 @@ from typing import Any
 
 from kexp import runs
 from kexp.diagnostics import metric_mode
-from kexp.errors import KexpError, RunError, close_matches
+from kexp.errors import RunError, UsageError, close_matches
 
 FORMATS = ("table", "markdown", "csv", "json")
 _MISSING = object()
 _STAMP = re.compile(r"^\d{8}T\d{6}Z-(?P<rest>.+)$")
 _SLACK = 2  # --last N reads N + this many of the newest folders, in case start times and names disagree
-
-
-class UsageError(KexpError):
-    """A `compare` option that cannot be applied: an unknown key, a malformed KEY=VALUE."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,7 @@ def test_a_metric_class_named_without_arguments_keeps_one_name(tmp_path):
 
     config = validate_config({"dataset": {"name": "iris"}, "model": {"layers": [{"layer": "Dense", "units": 1}]},
                               "compile": {"loss": "binary_crossentropy", "metrics": ["AUC", "mae"]}})
-    from kexp.models import Problems
+    from kexp.errors import Problems
 
     names = [[m if isinstance(m, str) else m.name for m in make_metrics(config, ["out"], Problems())]
              for _ in range(3)]

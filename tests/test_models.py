@@ -3,7 +3,8 @@
 import pytest
 
 from kexp.config import validate_config
-from kexp.models import Problems, build_model, compile_model, make_callbacks
+from kexp.errors import Problems
+from kexp.models import build_model, compile_model, make_callbacks
 
 
 def config(layers, **sections):

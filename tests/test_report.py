@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from kexp import report, runs
 from kexp.cli import app
-from kexp.errors import RunError
+from kexp.errors import RunError, UsageError
 
 
 def parse_csv(text: str) -> list[dict]:
@@ -173,7 +173,7 @@ def test_sort_by_config_key_puts_runs_without_a_value_last(three_runs, tmp_path)
 
 
 def test_sort_by_unknown_key_is_a_usage_error(three_runs):
-    with pytest.raises(report.UsageError, match=r"training\.epochs"):
+    with pytest.raises(UsageError, match=r"training\.epochs"):
         report.compare([three_runs], sort="training.epoch")
 
 
@@ -197,7 +197,7 @@ def test_where_that_matches_nothing_says_so(three_runs):
 @pytest.mark.parametrize("item, message", [("training.batch_size", "expected KEY=VALUE"),
                                            ("trainig.epochs=3", r"did you mean training\.epochs")])
 def test_malformed_or_unknown_where_is_a_usage_error(three_runs, item, message):
-    with pytest.raises(report.UsageError, match=message):
+    with pytest.raises(UsageError, match=message):
         report.compare([three_runs], where=[item])
 
 
