@@ -31,8 +31,9 @@ def last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def run_metrics(runs_dir: str) -> dict:
-    """metrics.json of the newest run folder in runs_dir."""
+def run_metrics(runs_dir: str):
+    """The metrics (kexp.layout.Metrics) of the newest run folder in runs_dir, read through the contract."""
+    from kexp.layout import read_metrics
+
     folders = sorted(p for p in os.listdir(runs_dir) if not p.startswith("."))
-    with open(os.path.join(runs_dir, folders[-1], "metrics.json")) as handle:
-        return json.load(handle)
+    return read_metrics(os.path.join(runs_dir, folders[-1]))

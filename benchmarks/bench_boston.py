@@ -1,6 +1,6 @@
 """Boston 4-fold x 500 epochs with validation every epoch: reference script against `kexp kfold`.
 
-    python benchmarks/bench_boston.py [--epochs 500] [--levers]
+    python benchmarks/bench_boston.py [--epochs 500] [--levers] [--before OTHER_CHECKOUT]
 
 The reference runs only its validated phase (`--epochs 0 --history-epochs N --final-epochs 0`);
 kexp runs configs/boston_500.yaml without smoothing or final model, so both train 4 x N epochs and
@@ -22,13 +22,15 @@ from _measure import last_json, measure, run_metrics
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def kexp(args, workers: int, extra: list[str] = ()) -> tuple[dict, float]:
+def kexp(args, workers: int, extra: list[str] = (), checkout: str | None = None) -> tuple[dict, float]:
+    """One `kexp kfold` process: this checkout's kexp, or the one in `checkout` (a before/after pair)."""
+    env = {"KEXP_DATA_DIR": args.data_dir, **({"PYTHONPATH": checkout} if checkout else {})}
     with tempfile.TemporaryDirectory() as runs:
         cmd = [sys.executable, "-m", "kexp", "kfold", str(ROOT / "configs" / "boston_500.yaml"), "--quiet",
                "--runs-dir", runs, "--workers", str(workers), "--set", f"training.epochs={args.epochs}",
                "--set", "validation.final=null", "--set", "validation.smoothing=null", *extra]
-        result = measure(cmd, env={"KEXP_DATA_DIR": args.data_dir})
-        return result, run_metrics(runs)["validation"]["final"]["mae"]
+        result = measure(cmd, env=env)
+        return result, run_metrics(runs).validation["last"]["mae"]
 
 
 def main() -> None:
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--levers", action="store_true")
+    parser.add_argument("--before", metavar="CHECKOUT", help="also time the kexp of another checkout (e.g. "
+                        "`git archive` of the previous main), with --workers 1 and N, in the same run")
     args = parser.parse_args()
 
     ref = measure([sys.executable, str(Path(args.reference) / "boston_kfold_baseline.py"), "--data-dir",
@@ -46,6 +50,12 @@ def main() -> None:
     rows = [("reference", ref["wall_s"], ref_mae)]
     ours, mae = kexp(args, args.workers)
     rows.append((f"kexp -j{args.workers}", ours["wall_s"], mae))
+    if args.before:
+        for workers in (args.workers, 1):
+            before, mae_b = kexp(args, workers, checkout=args.before)
+            rows.append((f"before -j{workers}", before["wall_s"], mae_b))
+        one, mae1 = kexp(args, 1)
+        rows.append(("kexp -j1", one["wall_s"], mae1))
     if args.levers:
         one, mae1 = kexp(args, 1)
         rows.append(("kexp -j1", one["wall_s"], mae1))

@@ -2,8 +2,9 @@
 
     python benchmarks/bench_compare.py [--runs 500] [--repeats 5]
 
-Fabricates run folders in a temporary folder with kexp.runs' writers (80% hold-out, 20% K-fold, a
-few partial/failed, configs differing in a handful of keys), then runs each command `--repeats`
+Fabricates run folders in a temporary folder with the tests' builder (tests/helpers.py `make_run`,
+which writes through kexp.runs and kexp.layout: 80% hold-out, 20% K-fold, a few partial/failed,
+configs differing in a handful of keys), then runs each command `--repeats`
 times in a fresh process with COLUMNS=100 (after one warm-up run that writes .pyc files) and prints
 the median wall time, then where a compare's time goes. Target: < 0.5 s each.
 """
@@ -40,13 +41,16 @@ CONFIG = {
 
 
 def fabricate(root: Path, n: int) -> None:
-    """`n` run folders as the training side writes them (status, config, environment, metrics, history)."""
+    """`n` run folders as the training side writes them (status, config, environment, metrics, history),
+    built by the tests' builder (tests/helpers.py `make_run`, through kexp.runs and kexp.layout)."""
     import copy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers import make_run  # the one builder of fake run folders, shared with the tests
 
     for i in range(n):
         kfold = i % 5 == 4
         config = copy.deepcopy(CONFIG)
-        config["name"] = f"reuters-{i % 7}"
         config["model"]["layers"][1]["units"] = (4, 16, 64)[i % 3]
         config["training"]["batch_size"] = (128, 256, 512)[i % 3 // 1 % 3]
         config["training"]["epochs"] = 10 + i % 4 * 5
@@ -54,38 +58,33 @@ def fabricate(root: Path, n: int) -> None:
             config["validation"] = {"shuffle": True, "stratify": False, "seed": 7, "monitor": "val_loss",
                                     "mode": "auto",
                                     "final": None, "scheme": "kfold", "n_splits": 4, "repeats": 1, "smoothing": None}
-        path = root / f"2026{1 + i // 400:02d}{1 + i // 20 % 20:02d}T{i % 20:02d}0000Z-{config['name']}-{i:06x}"
-        path.mkdir(parents=True)
         status = "completed" if i % 50 else ("failed" if i % 100 else "running")
-        started = f"2026-{1 + i // 400:02d}-{1 + i // 20 % 20:02d}T{i % 20:02d}:00:00Z"
-        runs.write_json(path / "status.json", {"status": status, "command": "kfold" if kfold else "train",
-                                               "pid": 1, "host": "elsewhere", "started": started,
-                                               "updated": started, "ended": started})
-        runs.Run(path=path, command="kfold" if kfold else "train").write_config(config)
-        runs.write_json(path / "environment.json", {"python": "3.11", "tensorflow": "2.21", "argv": ["kexp"]})
-        acc = 0.6 + (i % 37) / 200
-        metrics = {
-            "command": "kfold" if kfold else "train", "dataset": "reuters", "scheme": "kfold" if kfold else "holdout",
-            "monitor": "val_loss", "mode": "min", "main_metric": "accuracy", "epochs_run": config["training"]["epochs"],
-            "best_epoch": 5 + i % 5,
-            "validation": {"final": {"loss": 1.0, "accuracy": acc - 0.01}, "best": {"loss": 0.9, "accuracy": acc}},
-            "train": {"final": {"loss": 0.1, "accuracy": 0.97}},
-            "test": None if kfold else {"loss": 0.95, "accuracy": acc - 0.02},
-            "baseline": {"task": "multiclass", "metric": "accuracy", "value": 0.36, "model": acc, "margin": acc - 0.36,
-                         "beats": True},
-            "diagnostics": {"best_epoch": 5, "overfit_epoch": 5, "sentence": "..."},
-            "durations": {"total_s": 30.0 + i % 60},
-        }
-        if kfold:
-            metrics["validation"].update(final_std={"loss": 0.05, "accuracy": 0.01},
-                                         best_std={"loss": 0.05, "accuracy": 0.012})
-            metrics["folds"] = [{"id": f"r0-f{k}", "epochs_run": 20, "best_epoch": 5} for k in range(4)]
-        if status != "running":
-            runs.write_json(path / "metrics.json", metrics)
-        writer = runs.HistoryWriter(path / "history.csv")
-        for epoch in range(1, config["training"]["epochs"] + 1):
-            writer.append(epoch, {"loss": 1 / epoch, "accuracy": acc, "val_loss": 1.0, "val_accuracy": acc})
-        writer.close()
+        make_run(root, f"reuters-{i % 7}", config=config, status=status, pid=1, host="elsewhere",
+                 metrics=None if status == "running" else metrics(i, kfold, config["training"]["epochs"]),
+                 started=f"2026-{1 + i // 400:02d}-{1 + i // 20 % 20:02d}T{i % 20:02d}:00:00Z",
+                 history=config["training"]["epochs"] if not kfold else False,
+                 environment={"python": "3.11", "tensorflow": "2.21", "argv": ["kexp"]})
+
+
+def metrics(i: int, kfold: bool, epochs: int) -> dict:
+    """metrics.json of run `i` (format 1, as the first release wrote it: the readers upgrade it)."""
+    acc = 0.6 + (i % 37) / 200
+    out = {
+        "command": "kfold" if kfold else "train", "dataset": "reuters", "scheme": "kfold" if kfold else "holdout",
+        "monitor": "val_loss", "mode": "min", "main_metric": "accuracy", "epochs_run": epochs,
+        "best_epoch": 5 + i % 5,
+        "validation": {"final": {"loss": 1.0, "accuracy": acc - 0.01}, "best": {"loss": 0.9, "accuracy": acc}},
+        "train": {"final": {"loss": 0.1, "accuracy": 0.97}},
+        "test": None if kfold else {"loss": 0.95, "accuracy": acc - 0.02},
+        "baseline": {"task": "multiclass", "metric": "accuracy", "value": 0.36, "model": acc, "margin": acc - 0.36,
+                     "beats": True},
+        "diagnostics": {"best_epoch": 5, "overfit_epoch": 5, "sentence": "..."},
+        "durations": {"total_s": 30.0 + i % 60},
+    }
+    if kfold:
+        out["validation"].update(final_std={"loss": 0.05, "accuracy": 0.01}, best_std={"loss": 0.05, "accuracy": 0.012})
+        out["folds"] = [{"id": f"r0-f{k}", "epochs_run": 20, "best_epoch": 5} for k in range(4)]
+    return out
 
 
 def kexp_command() -> list[str]:
@@ -149,6 +148,7 @@ def breakdown(root: Path) -> None:
     from rich.console import Console
 
     from kexp import report
+    from kexp.report import query
 
     started = time.perf_counter()
     paths = runs.find_runs([root])
@@ -169,8 +169,8 @@ def breakdown(root: Path) -> None:
         json.loads(t)
     json_s = time.perf_counter() - started_json
     cache = dict(zip(paths, records))
-    original = report.runs.read_run
-    report.runs.read_run = cache.__getitem__  # time the report itself, without reading again
+    original = query.runs.read_run
+    query.runs.read_run = cache.__getitem__  # time the report itself, without reading again
     try:
         started_rows = time.perf_counter()
         comparison = report.compare([root])
@@ -179,7 +179,7 @@ def breakdown(root: Path) -> None:
         console.print(report.table(comparison))
         table = time.perf_counter()
     finally:
-        report.runs.read_run = original
+        query.runs.read_run = original
     n = len(paths)
     print(f"\nin-process breakdown for {n} runs:")
     print(f"  runs.find_runs                         {found - started:6.3f} s")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,10 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+# Set by the SIGINT/SIGTERM handler besides raising KeyboardInterrupt, and handed to the experiment:
+# should a library swallow that exception (it can land inside h5py while a model is saved), the next
+# epoch end raises it again.
+STOP = threading.Event()
 
 ConfigArg = Annotated[
     Path,
@@ -125,9 +130,7 @@ def _on_sigterm(signum, frame):
     """SIGINT/SIGTERM stop training cleanly: a KeyboardInterrupt, after which the run folder is marked
     interrupted (raised again on the next signal, should Keras or TensorFlow swallow one)."""
     _on_sigterm.received = True
-    experiment = sys.modules.get("kexp.experiment")
-    if experiment is not None:
-        experiment.STOP.set()
+    STOP.set()
     raise KeyboardInterrupt
 
 
@@ -141,6 +144,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
     """The shared body of `train` and `kfold`: load, check, train with a progress display, report."""
     import signal
 
+    from kexp import layout
     from kexp.config import KFold
     from kexp.runs import read_run
 
@@ -158,12 +162,12 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
             record = read_run(resume)
             if record.config is None or record.environment is None:
                 raise_run_error(f"{resume}: not a resumable kexp run folder (config.yaml or environment.json missing)")
-            cfg = load_config(resume / "config.yaml")  # config.json also holds Keras' own defaults
+            cfg = load_config(resume / layout.CONFIG_YAML)  # config.json also holds Keras' own defaults
             if not isinstance(cfg.validation, KFold):
                 raise_config_error(f"{resume}: is a hold-out run; only K-fold runs can be resumed (a hold-out run "
                                    "trains one model in one go: start it again with `kexp train CONFIG`)")
             config_file = record.environment.get("config_file")
-            config = Path(config_file) if isinstance(config_file, str) and config_file else resume / "config.yaml"
+            config = Path(config_file) if isinstance(config_file, str) and config_file else resume / layout.CONFIG_YAML
         else:
             cfg = _load(config, overrides, name)
         is_kfold = isinstance(cfg.validation, KFold)
@@ -172,7 +176,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
                                "scheme: kfold; use `kexp train` for hold-out, or set validation.scheme: kfold")
         if command == "train" and is_kfold:
             raise_config_error(f"{config}: validation.scheme: is kfold; run it with `kexp kfold {config}`")
-        from kexp.experiment import STOP, execute
+        from kexp.experiment import execute
         from kexp.progress import Display
 
         _on_sigterm.received = False
@@ -183,7 +187,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
         display = Display(out, quiet=quiet)
         with display:
             result = execute(cfg, command=command, runs_dir=runs_dir or Path("runs"), config_path=config,
-                             argv=sys.argv, observer=display, workers=workers, resume=resume)
+                             argv=sys.argv, observer=display, workers=workers, resume=resume, stop=STOP)
         if result.already_complete:
             out.print(f"{result.path}: the run is already complete; nothing to resume (no file was changed)",
                       markup=False, highlight=False, soft_wrap=True)
@@ -259,11 +263,12 @@ def validate(
         _check_backend()
         cfg = _load(config, overrides, None)
         if data:
-            from kexp.experiment import check, load_data
+            from kexp.checks import check
+            from kexp.experiment import load_data
 
             check(cfg, load_data(cfg, config.parent, str(config)), str(config))
         else:  # no data: still every Keras name and argument
-            from kexp.experiment import check_without_data
+            from kexp.checks import check_without_data
 
             check_without_data(cfg, str(config))
     except KexpError as error:

@@ -3,7 +3,7 @@
 A config is YAML read with `yaml.safe_load` semantics only (data, never code). `load_config` applies
 `--set` overrides, validates the whole file and raises one `ConfigError` that lists every problem as
 `FILE: dotted.key: what is wrong; got X; allowed: ...`. This module never imports TensorFlow: checks
-that need Keras' registries or the data live in `kexp.models` / `kexp.experiment`.
+that need Keras' registries or the data live in `kexp.models` / `kexp.checks`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from kexp.data import dataset_names  # the one registry of dataset names (imports no loader)
 from kexp.errors import ConfigError, close_matches
 
-KERAS_DATASETS = ("boston_housing", "cifar10", "fashion_mnist", "imdb", "mnist", "reuters")
-SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 MAX_NODES = 100_000  # a config with more YAML nodes (after anchors expand) is refused
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy and scikit-learn take
@@ -52,7 +51,7 @@ class _KerasFile(Section):
 
 
 class ImdbData(_KerasFile):
-    name: Literal["imdb"]
+    name: Literal[dataset_names("keras.load_imdb")]
     num_words: PosInt | None = None
     skip_top: NonNegInt = 0
     maxlen: PosInt | None = None
@@ -63,22 +62,22 @@ class ImdbData(_KerasFile):
 
 
 class ReutersData(ImdbData):
-    name: Literal["reuters"]  # type: ignore[assignment]
+    name: Literal[dataset_names("keras.load_reuters")]  # type: ignore[assignment]
     test_split: Fraction = 0.2
 
 
 class BostonData(_KerasFile):
-    name: Literal["boston_housing"]
+    name: Literal[dataset_names("keras.load_boston_housing")]
     test_split: Fraction = 0.2
     seed: Seed = 113
 
 
 class ImageData(_KerasFile):
-    name: Literal["mnist", "fashion_mnist", "cifar10"]
+    name: Literal[dataset_names("keras.load_mnist", "keras.load_fashion_mnist", "keras.load_cifar10")]
 
 
 class SklearnData(Section):
-    name: Literal["breast_cancer", "diabetes", "digits", "iris", "wine"]
+    name: Literal[dataset_names("sklearn.load_sklearn")]
     features: Columns | None = None  # a list of feature names, or input name -> feature names
     test_split: Fraction = 0.2
     seed: Seed = 0
@@ -87,7 +86,7 @@ class SklearnData(Section):
 
 
 class CsvData(Section):
-    name: Literal["csv"]
+    name: Literal[dataset_names("csv.load_csv")]
     path: str
     target: str | dict[str, str]  # column, or output name -> column
     features: Columns | None = None  # default: every other column
@@ -101,7 +100,7 @@ class CsvData(Section):
 
 
 class NpzData(Section):
-    name: Literal["npz"]
+    name: Literal[dataset_names("npz.load_npz")]
     path: str
     x: str | dict[str, str] = "x_train"  # array name, or input name -> array name
     y: str | dict[str, str] = "y_train"

@@ -1,14 +1,15 @@
 """Numbers about a training run: baselines, best epochs, overfitting, smoothing, fold statistics.
 
 Pure functions of plain lists and arrays: no TensorFlow, no printing, no files. The training side
-calls them while writing `metrics.json`; the reports call `metric_mode`. numpy is imported inside the
-functions that need it, so `kexp compare` (which only needs `metric_mode`) does not pay for it.
+calls them while writing `metrics.json`; the reports call `metric_mode` (for run folders without
+the `directions` Keras gave). numpy is imported inside the functions that need it, so `kexp compare`
+(which only needs `metric_mode`) does not pay for it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 TASKS = ("binary", "multiclass", "regression")
@@ -35,9 +36,13 @@ NOT_METRICS = frozenset({"learning_rate", "lr"})
 
 # --------------------------------------------------------------------------- metric names
 def metric_mode(name: str) -> str:
-    """"min" for loss-like metrics (loss, mae, mse, *error, *crossentropy, hinge, ...), "max" for
-    scores (accuracy, auc, precision, recall, f1, ...). A `val_`/`test_`/`train_` prefix is ignored.
-    A name that is neither is taken as "min", as Keras' EarlyStopping(mode="auto") does."""
+    """A guess from the name alone: "min" for loss-like metrics (loss, mae, mse, *error, *crossentropy,
+    hinge, ...), "max" for scores (accuracy, auc, precision, recall, f1, ...). A `val_`/`test_`/`train_`
+    prefix is ignored. A name that is neither is taken as "min".
+
+    Only a fallback: the direction Keras' metric objects carry (`kexp.models.metric_directions`, written
+    into metrics.json as `directions`) is the answer. This guess serves readers that must not import
+    Keras (`compare`) on run folders written without `directions`, and metrics that carry no direction."""
     base = name.lower()
     for prefix in ("val_", "test_", "train_"):
         base = base.removeprefix(prefix)
@@ -256,28 +261,7 @@ def baseline(task: str, y_train: Any, y_val: Any, y_test: Any = None, *, model_v
     y_train, y_val = np.asarray(y_train), np.asarray(y_val)
     if len(y_train) == 0 or len(y_val) == 0:
         raise ValueError("y_train and y_val must not be empty")
-    if task == "regression":
-        centre = y_train.astype("float64").mean(axis=0)
-
-        def score(y: Any) -> dict:
-            error = np.asarray(y, dtype="float64") - centre
-            return {"mae": float(np.abs(error).mean()), "mse": float((error ** 2).mean())}
-
-        result["predict"] = float(centre) if np.ndim(centre) == 0 else centre.tolist()
-    else:
-        train_ids = _class_ids(y_train)
-        classes, counts = np.unique(train_ids, return_counts=True)
-        frequencies = dict(zip(classes.tolist(), (counts / counts.sum()).tolist()))
-        majority = classes[int(np.argmax(counts))]  # the smallest class id on ties
-
-        def score(y: Any) -> dict:
-            ids = _class_ids(np.asarray(y))
-            found, found_counts = np.unique(ids, return_counts=True)
-            shares = found_counts / found_counts.sum()
-            random = sum(frequencies.get(c, 0.0) * s for c, s in zip(found.tolist(), shares.tolist()))
-            return {"majority_accuracy": float((ids == majority).mean()), "random_accuracy": float(random)}
-
-        result["majority_class"] = majority.item()
+    score = _mean_scorer(y_train, result) if task == "regression" else _class_scorer(y_train, result)
     result["validation"] = score(y_val)
     result["test"] = score(y_test) if y_test is not None and len(y_test) else None
     if metric == "accuracy":
@@ -293,6 +277,39 @@ def baseline(task: str, y_train: Any, y_val: Any, y_test: Any = None, *, model_v
         result["margin"] = margin
         result["beats"] = margin > 0
     return result
+
+
+def _mean_scorer(y_train: Any, result: dict) -> Callable[[Any], dict]:
+    """Scores of always predicting the training mean (recorded as `predict` in `result`)."""
+    import numpy as np
+
+    centre = y_train.astype("float64").mean(axis=0)
+    result["predict"] = float(centre) if np.ndim(centre) == 0 else centre.tolist()
+
+    def score(y: Any) -> dict:
+        error = np.asarray(y, dtype="float64") - centre
+        return {"mae": float(np.abs(error).mean()), "mse": float((error ** 2).mean())}
+
+    return score
+
+
+def _class_scorer(y_train: Any, result: dict) -> Callable[[Any], dict]:
+    """Scores of the majority and the frequency-weighted random guess (`majority_class` in `result`)."""
+    import numpy as np
+
+    classes, counts = np.unique(_class_ids(y_train), return_counts=True)
+    frequencies = dict(zip(classes.tolist(), (counts / counts.sum()).tolist()))
+    majority = classes[int(np.argmax(counts))]  # the smallest class id on ties
+    result["majority_class"] = majority.item()
+
+    def score(y: Any) -> dict:
+        ids = _class_ids(np.asarray(y))
+        found, found_counts = np.unique(ids, return_counts=True)
+        shares = found_counts / found_counts.sum()
+        random = sum(frequencies.get(c, 0.0) * s for c, s in zip(found.tolist(), shares.tolist()))
+        return {"majority_accuracy": float((ids == majority).mean()), "random_accuracy": float(random)}
+
+    return score
 
 
 def _pick(y: Any, output: str) -> Any:

@@ -20,6 +20,9 @@ class ConfigError(KexpError):
         self.problems = [one_line(str(problem)) for problem in problems]
         super().__init__("\n".join(self.problems))
 
+    def __reduce__(self):  # raised in a worker process, re-raised in the driver with its lines intact
+        return type(self), (self.problems,)
+
 
 @dataclass
 class Problems:

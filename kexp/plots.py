@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kexp import runs
+from kexp import layout, runs
 from kexp.errors import RunError, close_matches
+from kexp.report.numbers import mean_std, number
 
 MAX_LEGEND = 20  # a comparison of more runs than this lists the first ones only
-NOT_METRICS = frozenset({"epoch", "learning_rate", "lr"})  # history.csv columns that are no metric's curve
+NOT_METRICS = layout.NOT_METRICS | {"epoch"}  # history.csv columns that are no metric's curve
 _ALIASES = {"acc": "accuracy", "accuracy": "acc"}  # Keras logs `acc` when compiled as "acc"
 
 
@@ -42,20 +43,20 @@ def read_curves(record: runs.RunRecord) -> Curves:
     """The run's history: hold-out `history.csv`, or for K-fold the mean and std (ddof=0) over the
     folds' `history.csv`, epoch by epoch up to the shortest fold (falling back to metrics.json's
     `curves` means). Missing or unreadable files give empty curves."""
-    metrics = record.metrics or {}
+    metrics = record.metrics or layout.Metrics()
     histories = [h for h in (_history(p) for p in _fold_history_paths(record)) if h]
     if histories:
         return _fold_mean(histories)
-    history = _history(record.path / "history.csv")
+    history = _history(record.path / layout.HISTORY)
     if history:
         curves = Curves(mean={k: v for k, v in history.items() if k != "epoch"})
         length = max((len(v) for v in curves.mean.values()), default=0)
         epochs = history.get("epoch") or []
-        curves.epochs = [int(e) for e in epochs if _finite(e)] if len(epochs) == length else []
+        curves.epochs = [int(e) for e in epochs if number(e) is not None] if len(epochs) == length else []
         curves.epochs = curves.epochs or list(range(1, length + 1))
         return curves
-    means = metrics.get("curves")
-    if isinstance(means, dict) and means:
+    means = metrics.curves
+    if means:
         curves = Curves(mean={k: [_num(x) for x in v] for k, v in means.items() if isinstance(v, list)})
         length = max((len(v) for v in curves.mean.values()), default=0)
         curves.epochs = list(range(1, length + 1))
@@ -63,12 +64,10 @@ def read_curves(record: runs.RunRecord) -> Curves:
     return Curves()
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _num(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    """A curve's point: NaN where there is no number (matplotlib leaves a gap)."""
+    value = number(value)
+    return math.nan if value is None else float(value)
 
 
 def _history(path: Path) -> dict[str, list[float]]:
@@ -79,25 +78,23 @@ def _history(path: Path) -> dict[str, list[float]]:
 
 
 def _fold_history_paths(record: runs.RunRecord) -> list[Path]:
-    folds_dir = record.path / "folds"
-    ids = [f.get("id") for f in (record.metrics or {}).get("folds") or [] if isinstance(f, dict)]
-    paths = [folds_dir / str(i) / "history.csv" for i in ids if i]
+    folds_dir = record.path / layout.FOLDS_DIR
+    ids = [f.id for f in record.metrics.fold_list()] if record.metrics is not None else []
+    paths = [record.path / layout.split_history(str(i), kfold=True) for i in ids if i]
     if not paths and folds_dir.is_dir():
-        paths = sorted(folds_dir.glob("*/history.csv"))
+        paths = sorted(folds_dir.glob(f"*/{layout.HISTORY}"))
     return [p for p in paths if p.is_file()]
 
 
 def _fold_mean(histories: list[dict[str, list[float]]]) -> Curves:
-    import numpy as np
-
+    """Epoch by epoch, the mean and std over folds of every column (kexp.report.numbers.mean_std)."""
     columns = [c for c in histories[0] if c != "epoch" and all(c in h for h in histories)]
     length = min(len(h[c]) for h in histories for c in columns) if columns else 0
     curves = Curves(epochs=list(range(1, length + 1)), n_folds=len(histories))
     for column in columns:
-        stacked = np.asarray([h[column][:length] for h in histories], dtype="float64")
-        with np.errstate(all="ignore"):
-            curves.mean[column] = np.nanmean(stacked, axis=0).tolist() if length else []
-            curves.std[column] = np.nanstd(stacked, axis=0).tolist() if length else []
+        points = [mean_std(h[column][i] for h in histories) for i in range(length)]
+        curves.mean[column] = [_num(mean) for mean, _ in points]
+        curves.std[column] = [_num(std) for _, std in points]
     return curves
 
 
@@ -139,14 +136,14 @@ def learning_curves(run_path: str | Path) -> list[Path]:
         curves = read_curves(record)
         if not curves.mean:
             return written
-        metrics = record.metrics or {}
+        metrics = record.metrics or layout.Metrics()
         names = metric_names(curves.mean)
         run = runs.Run(path=Path(run_path), command=record.command or "")
         for metric in sorted(names, key=lambda name: name != "loss"):
             try:
                 data = _learning_figure(curves, metric, metrics)
                 if data is not None:
-                    target = run.file("plots", f"{_file_name(metric)}.png")
+                    target = run.file(layout.PLOTS_DIR, f"{_file_name(metric)}.png")
                     runs.atomic_write(target, data)
                     written.append(target)
             except Exception:
@@ -156,7 +153,7 @@ def learning_curves(run_path: str | Path) -> list[Path]:
     return written
 
 
-def _learning_figure(curves: Curves, metric: str, metrics: dict) -> bytes | None:
+def _learning_figure(curves: Curves, metric: str, metrics: layout.Metrics) -> bytes | None:
     train, val = curves.mean.get(metric), curves.mean.get(f"val_{metric}")
     if not train and not val:
         return None
@@ -178,15 +175,13 @@ def _learning_figure(curves: Curves, metric: str, metrics: dict) -> bytes | None
                 high = [m + s for m, s in zip(values, std)]
                 axes.fill_between(epochs, low[: len(epochs)], high[: len(epochs)], color=color, alpha=0.2,
                                   label=f"{label} ± std")
-        curve = metrics.get("curve")
-        smoothed = isinstance(curve, dict) and isinstance(curve.get("smoothed"), list)
-        if smoothed and curve.get("metric") == f"val_{metric}":
-            skip = int(curve.get("skip") or 0)
-            smoothed = curve["smoothed"]
-            factor = curve.get("factor")
+        curve = metrics.curve
+        if curve is not None and isinstance(curve.smoothed, list) and curve.metric == f"val_{metric}":
+            skip = int(curve.skip or 0)
+            smoothed, factor = curve.smoothed, curve.factor
             axes.plot(range(skip + 1, skip + 1 + len(smoothed)), [_num(v) for v in smoothed], "--",
                       color="tab:red", label=f"smoothed validation (EMA {factor}, first {skip} skipped)")
-        best = metrics.get("best_epoch")
+        best = metrics.best_epoch
         if isinstance(best, int) and best > 0:
             axes.axvline(best, color="grey", linestyle=":", linewidth=1, label=f"best epoch {best}")
         axes.set_xlabel("epoch")

@@ -4,7 +4,7 @@
 of categorical columns, standardization mean/std) from the rows it is given — a fold's training rows,
 never its validation rows — and `transform` applies them; `fitted()` lists them for the run folder. Integer
 sequences are turned into multi-hot vectors lazily, one batch at a time inside the tf.data pipeline
-(`MultiHot`), so a 25,000 x 10,000 matrix is never held in memory. `to_tf_dataset` builds that
+(`MultiHot`), so a 25,000 x 10,000 matrix is never held in memory. `kexp.training.to_tf_dataset` builds that
 pipeline once per fit, so Keras does not re-adapt NumPy arrays every epoch.
 """
 
@@ -15,16 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from kexp import keras_objects
 from kexp.config import Config
-from kexp.datasets import Data, Ragged
+from kexp.data import Data, Ragged
 from kexp.errors import DataError
 
-CATEGORICAL_LOSSES = {"categorical_crossentropy", "categoricalcrossentropy", "categorical_focal_crossentropy",
-                      "categoricalfocalcrossentropy", "categorical_hinge", "categoricalhinge",
-                      "kl_divergence", "kldivergence", "kullback_leibler_divergence", "poisson"}
-SPARSE_LOSSES = {"sparse_categorical_crossentropy", "sparsecategoricalcrossentropy"}
-BINARY_LOSSES = {"bce", "binary_crossentropy", "binarycrossentropy", "binary_focal_crossentropy",
-                 "binaryfocalcrossentropy", "hinge", "squared_hinge", "squaredhinge"}
+# The label encoding a Keras loss expects, by the loss's canonical Keras name (Keras resolves every
+# spelling, `bce` or `BinaryCrossentropy`, to it); Keras cannot say which encoding a loss wants.
+LOSS_ENCODINGS = {
+    **dict.fromkeys(("categorical_crossentropy", "categorical_focal_crossentropy", "categorical_hinge",
+                     "kl_divergence", "poisson"), "categorical"),
+    "sparse_categorical_crossentropy": "sparse",
+    **dict.fromkeys(("binary_crossentropy", "binary_focal_crossentropy", "hinge", "squared_hinge"), "binary"),
+}
 
 
 @dataclass
@@ -54,14 +57,7 @@ def loss_encoding(loss_name: str | None) -> str | None:
     """The label encoding a loss expects: categorical, sparse, binary, or None (any/regression)."""
     if not loss_name:
         return None
-    key = loss_name.lower()
-    if key in CATEGORICAL_LOSSES:
-        return "categorical"
-    if key in SPARSE_LOSSES:
-        return "sparse"
-    if key in BINARY_LOSSES:
-        return "binary"
-    return None
+    return LOSS_ENCODINGS.get(keras_objects.loss_name(loss_name))
 
 
 def label_encoding(explicit: str | None, loss_name: str | None, task: str) -> str:
@@ -320,15 +316,6 @@ def _items(x: Any):
     return x.items() if isinstance(x, dict) else [("x", x)]
 
 
-def take(x: Any, indices: np.ndarray) -> Any:
-    """Rows of raw data (array, Ragged or a dict of them)."""
-    if isinstance(x, dict):
-        return {key: take(value, indices) for key, value in x.items()}
-    if isinstance(x, Ragged):
-        return x.take(indices)
-    return x[indices]
-
-
 def n_rows(x: Any) -> int:
     if isinstance(x, dict):
         return len(next(iter(x.values())))
@@ -340,45 +327,3 @@ def feature_shape(x: Any) -> Any:
     if isinstance(x, dict):
         return {key: feature_shape(value) for key, value in x.items()}
     return tuple(x.shape[1:])
-
-
-# --------------------------------------------------------------------------- tf.data (imports TF)
-def to_tf_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
-                  repeat: bool = False):
-    """A tf.data pipeline over prepared features, built once: cached, shuffled each epoch,
-    batched, multi-hot encoded per batch, prefetched."""
-    import tensorflow as tf
-
-    def source(value):
-        if isinstance(value, MultiHot):
-            return tf.RaggedTensor.from_row_splits(value.sequences.values, value.sequences.row_splits)
-        return value
-
-    def encode(value, batch):
-        if isinstance(value, MultiHot):
-            dense = tf.math.bincount(batch, minlength=value.width, maxlength=value.width,
-                                     binary_output=True, dtype=tf.float32, axis=-1)
-            return tf.ensure_shape(dense, [None, value.width])
-        return batch
-
-    is_dict = isinstance(x, dict)
-    xs = {k: source(v) for k, v in x.items()} if is_dict else source(x)
-    n = n_rows(x)
-    ds = tf.data.Dataset.from_tensor_slices((xs, y) if y is not None else (xs,))
-    ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if repeat:
-        ds = ds.repeat()
-    lazy = any(isinstance(v, MultiHot) for _, v in _items(x))
-    if lazy:
-        def encode_batch(bx, *by):
-            if is_dict:
-                bx = {k: encode(x[k], v) for k, v in bx.items()}
-            else:
-                bx = encode(x, bx)
-            return (bx, *by)
-
-        ds = ds.map(encode_batch, num_parallel_calls=2, deterministic=True)
-    return ds.prefetch(1)

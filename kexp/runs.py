@@ -6,26 +6,8 @@ CSV histories are flushed per row, so a crash or `kill -9` at any moment leaves 
 `read_run` can still read. `status.json` says running / completed / failed / interrupted; a run whose
 status is still "running" but whose process is gone reads back as "incomplete".
 
-Layout (files marked * exist only for some runs):
-    status.json        {"status", "command", "pid", "host", "started", "updated", "ended"*, "error"*}
-    config.yaml        the fully resolved config
-    config.json        the same, as JSON, with Keras' defaults of every named Keras object filled in
-                       (Adam's learning_rate): what `compare` reads (parsing YAML is 50x slower)
-    environment.json   versions, platform, seed, command line, git commit and dirty flag
-    history.csv        one row per epoch (hold-out), or folds/<fold>/history.csv (K-fold)
-    metrics.json       the results (see kexp.experiment); partial while running
-    summary.txt        the Keras model summary (fixed width)
-    model.keras        the model evaluated on test (the retrained final model, else the hold-out model)
-    preprocessing.json* how to prepare data for model.keras: {"format": 1, "models", "fitted_on",
-                       "inputs", "feature_names", "order", "settings", "statistics", "labels"}
-    best.keras*        hold-out: the best epoch's weights (best_preprocessing.json* when model.keras
-                       is the retrained model, whose preprocessing differs)
-    folds.json*        K-fold: every fold's train/validation sample indices
-    folds/<id>/        K-fold: history.csv, metrics.json, preprocessing.json per fold (a finished fold
-                       has metrics.json), and its callbacks' files (relative paths)
-    final/*            the retrained model's callbacks' files
-    plots/*.png        learning curves
-Every file gets 0666 less the umask, like any file the user makes.
+The layout of a run folder (every path by name) and the metrics.json format are defined in
+kexp.layout; this module writes and reads them.
 """
 
 from __future__ import annotations
@@ -36,9 +18,6 @@ import io
 import json
 import math
 import os
-import secrets
-import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,10 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kexp import layout
 from kexp.errors import KexpError, RunError
+from kexp.layout import STATUS as STATUS_FILE
 
 STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
-STATUS_FILE = "status.json"
 
 
 def utc_now() -> str:
@@ -100,6 +80,8 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
+    import tempfile  # writers only: `compare` never imports it (nor secrets, nor socket)
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -208,13 +190,13 @@ class Run:
     def write_config(self, config: dict, resolved: dict | None = None) -> None:
         """config.yaml for people (and for `kexp train` to run again); config.json for fast reading back,
         `resolved` when given: the same config with Keras' own argument defaults filled in."""
-        self.write_yaml("config.yaml", config)
-        self.write_json("config.json", config if resolved is None else resolved)
+        self.write_yaml(layout.CONFIG_YAML, config)
+        self.write_json(layout.CONFIG_JSON, config if resolved is None else resolved)
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.file(name), text)
 
-    def history(self, name: str = "history.csv") -> HistoryWriter:
+    def history(self, name: str = layout.HISTORY) -> HistoryWriter:
         return HistoryWriter(self.file(name))
 
 
@@ -232,6 +214,8 @@ def create_run(runs_dir: str | Path, name: str, command: str) -> Run:
         raise RunError(f"{runs_dir}: cannot create the runs folder: {exc.strerror}") from None
     if not os.access(runs_dir, os.W_OK | os.X_OK):
         raise RunError(f"{runs_dir}: the runs folder is not writable")
+    import secrets  # writers only, like tempfile
+
     root = runs_dir.resolve()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for _ in range(100):
@@ -249,7 +233,7 @@ def create_run(runs_dir: str | Path, name: str, command: str) -> Run:
             "status": "running",
             "command": command,
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": _hostname(),
             "started": utc_now(),
         }
         run.set_status("running")
@@ -274,7 +258,7 @@ class RunRecord:
     status: str = "incomplete"
     status_data: dict | None = None
     config: dict | None = None
-    metrics: dict | None = None
+    metrics: layout.Metrics | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -288,7 +272,7 @@ class RunRecord:
     @property
     def environment(self) -> dict | None:
         """environment.json, read on demand (compare never needs it)."""
-        env = _read_json(str(self.path), "environment.json", [])
+        env = _read_json(str(self.path), layout.ENVIRONMENT, [])
         return env if isinstance(env, dict) else None
 
 
@@ -308,6 +292,12 @@ def _read_json(folder: str, name: str, problems: list[str]) -> Any:
 
 @functools.cache
 def _hostname() -> str:
+    """This machine's name, as socket.gethostname() gives it (on POSIX, the kernel's node name, read
+    without importing socket)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
     return socket.gethostname()
 
 
@@ -340,23 +330,22 @@ def read_run(path: str | Path) -> RunRecord:
             record.status = "incomplete"
     elif status is None and not record.problems:
         record.problems.append(f"{STATUS_FILE}: missing")
-    config = _read_json(folder, "config.json", record.problems)
-    if config is None and (path / "config.yaml").exists():  # a folder without its JSON copy
+    config = _read_json(folder, layout.CONFIG_JSON, record.problems)
+    if config is None and (path / layout.CONFIG_YAML).exists():  # a folder without its JSON copy
         from kexp.config import parse_yaml  # not libyaml: a deeply nested file crashes it (segfault)
 
         try:
-            config = parse_yaml((path / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
+            config = parse_yaml((path / layout.CONFIG_YAML).read_text(encoding="utf-8"), layout.CONFIG_YAML)
         except (OSError, KexpError, UnicodeDecodeError):
-            record.problems.append("config.yaml: unreadable")
+            record.problems.append(f"{layout.CONFIG_YAML}: unreadable")
     record.config = config if isinstance(config, dict) else None
-    metrics = _read_json(folder, "metrics.json", record.problems)
-    record.metrics = metrics if isinstance(metrics, dict) else None
+    record.metrics = layout.read_metrics(folder, record.problems)
     return record
 
 
 def is_run_folder(path: Path) -> bool:
-    return (path / STATUS_FILE).is_file() or (path / "config.yaml").is_file() and (
-        (path / "environment.json").exists() or (path / "metrics.json").exists()
+    return (path / STATUS_FILE).is_file() or (path / layout.CONFIG_YAML).is_file() and (
+        (path / layout.ENVIRONMENT).exists() or (path / layout.METRICS).exists()
     )
 
 
@@ -372,7 +361,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
-            if STATUS_FILE in filenames or ("config.yaml" in filenames and is_run_folder(here)):
+            if STATUS_FILE in filenames or (layout.CONFIG_YAML in filenames and is_run_folder(here)):
                 found.append(here)
                 dirnames[:] = []  # a run's own subfolders (folds/, plots/) are not runs
             else:

@@ -102,3 +102,18 @@ def mean_curve(curves: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     length = min(len(c) for c in curves)
     stacked = np.asarray([c[:length] for c in curves], dtype="float64")
     return stacked.mean(axis=0), stacked.std(axis=0)
+
+
+def splits_for(config, data) -> list[Split]:
+    """The config's validation splits of a dataset's training rows (stratified on the first output's
+    class ids when asked); a ValueError names the `validation` key at fault."""
+    y = next(iter(data.y_train.values())) if isinstance(data.y_train, dict) else data.y_train
+    task = next(iter(data.task.values())) if isinstance(data.task, dict) else data.task
+    labels = np.asarray(y).reshape(len(y), -1)[:, 0] if task != "regression" else None
+    try:
+        return make_splits(len(y), config.validation, config.split_seed, labels)
+    except ValueError as exc:
+        text = str(exc)
+        if not text.startswith("validation."):
+            text = f"validation: {text}"
+        raise ValueError(text) from None

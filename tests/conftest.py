@@ -14,11 +14,14 @@ The session, set up here before any test module is imported:
 from __future__ import annotations
 
 import atexit
+import http.server
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -55,3 +58,44 @@ def tiny_config(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_CONFIG)
     return path
+
+
+@pytest.fixture
+def no_downloads(tmp_path, monkeypatch):
+    """No test may reach the internet: downloads go to a closed loopback port unless the test uses
+    `mirror`, and Keras' cache lives in tmp_path/keras_home. The kexp.data tests use it for every test."""
+    for name in ("KEXP_DATA_DIR", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+                 "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KEXP_DATASETS_URL", "http://127.0.0.1:1/")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch, no_downloads):
+    """A loopback HTTP server for KEXP_DATASETS_URL serving `folder`; `requests` lists every path asked for."""
+    served = tmp_path / "mirror"
+    served.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("KEXP_DATASETS_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    try:
+        yield SimpleNamespace(folder=served, requests=requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

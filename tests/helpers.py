@@ -1,8 +1,10 @@
 """Builders shared by several test modules (import them; test modules never import each other).
 
 - TINY_CONFIG: a tiny offline experiment (iris, 2 epochs); the `tiny_config` fixture writes it.
-- make_run and friends: run folders as the training side writes them, through kexp.runs' writers,
-  fabricated without training (report, plots and compare tests read them).
+- make_run and friends: run folders as the training side writes them, through kexp.runs' writers and
+  kexp.layout's names and metrics format, fabricated without training (report, plots and compare
+  tests read them; so does benchmarks/bench_compare.py, which imports this module).
+- LEGACY_RUNS: run folders written by kexp 0.1 before the redesign (issue 9), kept as they were.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kexp import runs
+from kexp import layout, runs
+
+LEGACY_RUNS = Path(__file__).parent / "fixtures" / "legacy_runs"
 
 # A tiny offline experiment: scikit-learn's iris (150 rows, 4 features, 3 classes), one small hidden
 # layer. A `kexp train` of it spends nearly all of its time importing TensorFlow.
@@ -155,10 +159,13 @@ _counter = iter(range(10**6))
 
 def make_run(root: Path, name: str = "reuters", *, config: dict | None = None, metrics: dict | None | bool = True,
              status: str = "completed", command: str | None = None, started: str | None = None,
-             pid: int | None = None, history: bool = True, **overrides) -> Path:
-    """A run folder as the training side writes it (through kexp.runs' writers).
+             pid: int | None = None, host: str | None = None, history: bool | int = True,
+             environment: dict | None = None, **overrides) -> Path:
+    """A run folder as the training side writes it (through kexp.runs' writers, kexp.layout's names).
 
     `metrics=True` gives hold-out (or K-fold, for a kfold config) metrics; None/False writes none;
+    `history`: True writes 20 epochs (K-fold: 30 per fold), a number that many, False none;
+    `host`/`pid` default to this process's (a "running" run whose pid is gone reads as incomplete);
     `overrides` are dotted config keys with `__` for dots: training__batch_size=128."""
     config = copy.deepcopy(config if config is not None else REUTERS)
     config["name"] = name
@@ -174,24 +181,25 @@ def make_run(root: Path, name: str = "reuters", *, config: dict | None = None, m
     stamp = started.replace("-", "").replace(":", "")
     path = root / f"{stamp}-{name}-{n:06x}"
     path.mkdir(parents=True)
-    runs.write_json(path / "status.json", {
+    runs.write_json(path / layout.STATUS, {
         "status": status, "command": command, "pid": os.getpid() if pid is None else pid,
-        "host": os.uname().nodename if hasattr(os, "uname") else "host", "started": started,
+        "host": host or (os.uname().nodename if hasattr(os, "uname") else "host"), "started": started,
         "updated": started, **({"ended": started} if status != "running" else {}),
         **({"error": "loss became NaN"} if status == "failed" else {}),
     })
     runs.Run(path=path, command=command).write_config(config)
-    runs.write_json(path / "environment.json", {"python": "3.11"})
+    runs.write_json(path / layout.ENVIRONMENT, environment or {"python": "3.11"})
     if metrics is True:
         metrics = kfold_metrics() if kfold else holdout_metrics()
     if metrics:
-        runs.write_json(path / "metrics.json", metrics)
+        runs.write_json(path / layout.METRICS, layout.Metrics.from_dict(metrics).to_dict())
     if history:
         if kfold:
             for fold in (metrics or kfold_metrics())["folds"]:
-                write_history(path / "folds" / fold["id"] / "history.csv", 30, metric="mae", low_at=13, start=3.0)
+                write_history(path / layout.split_history(fold["id"], kfold=True), 30 if history is True else history,
+                              metric="mae", low_at=13, start=3.0)
         else:
-            write_history(path / "history.csv", 20)
+            write_history(path / layout.HISTORY, 20 if history is True else history)
     return path
 
 

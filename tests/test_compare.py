@@ -127,7 +127,7 @@ def test_val_last_column_and_val_final_alias(tmp_path):
 def test_show_says_last_epoch_and_final_model(tmp_path):
     path = make_run(tmp_path, "reuters")
     text = render(report.show(path))
-    assert "last epoch" in text and "final model" in text
+    assert "val@last" in text and "final model" in text
     assert "@end" not in text
 
 

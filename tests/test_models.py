@@ -1,10 +1,11 @@
 """Model building through Keras' registries: sequential stacks, functional graphs, compile, errors."""
 
+import numpy as np
 import pytest
 
 from kexp.config import validate_config
 from kexp.errors import Problems
-from kexp.models import build_model, compile_model, make_callbacks
+from kexp.models import build_model, compile_model, make_callbacks, metric_directions
 
 
 def config(layers, **sections):
@@ -127,6 +128,33 @@ def test_callbacks_by_name_with_arguments():
     assert problems.lines[1].startswith("training.callbacks.3.patients: not an argument of EarlyStopping")
 
 
+def test_callbacks_that_fit_makes_itself_are_refused_and_never_offered():
+    cfg = config([{"layer": "Dense", "units": 1}], training={"callbacks": ["History", "ProgbarLogger", "Callback"]})
+    problems = Problems()
+    assert make_callbacks(cfg, problems) == []
+    assert [line.split(":")[0] for line in problems.lines] == [f"training.callbacks.{i}.name" for i in range(3)]
+    allowed = problems.lines[0].split("; allowed: ")[1].split(", ")
+    assert "EarlyStopping" in allowed and "TerminateOnNaN" in allowed
+    assert not {"History", "ProgbarLogger", "Callback", "CallbackList"} & set(allowed), allowed
+
+
+def test_optimizer_names_in_any_case_and_only_what_keras_builds_from_a_name():
+    for name, expected in (("ADAM", "Adam"), ("rmsprop", "RMSprop"), ("lamb", "Lamb"), ("AdamW", "AdamW")):
+        cfg = config([{"layer": "Dense", "units": 1}], compile={"loss": "mse", "optimizer": name})
+        problems = Problems()
+        model = build_model(cfg, (4,), problems)
+        assert compile_model(model, cfg, problems), problems.lines
+        assert type(model.optimizer).__name__ == expected
+    cfg = config([{"layer": "Dense", "units": 1}], compile={"loss": "mse", "optimizer": "LossScaleOptimizer"})
+    problems = Problems()
+    assert not compile_model(build_model(cfg, (4,), problems), cfg, problems)
+    (line,) = problems.lines
+    assert line.startswith("compile.optimizer.name: unknown Keras optimizer"), line
+    allowed = line.split("; allowed: ")[1].split(", ")
+    assert {"adam", "sgd", "lamb"} <= set(allowed) and allowed == sorted(allowed)
+    assert not {"optimizer", "lossscaleoptimizer", "multioptimizer"} & set(allowed), allowed
+
+
 def test_names_never_resolve_through_imports():
     _, problems = build([{"layer": "os.system", "units": 1}])
     assert problems[0].startswith("model.layers.0.layer: unknown Keras layer")
@@ -134,3 +162,82 @@ def test_names_never_resolve_through_imports():
     problems = Problems()
     model = build_model(cfg, (4,), problems)
     assert not compile_model(model, cfg, problems)
+
+
+def test_a_metric_class_with_required_arguments_is_found_and_reaches_keras():
+    """`keras.metrics.get` builds a class without arguments, which MeanIoU cannot be: still a Keras metric."""
+    cfg = config([{"layer": "Dense", "units": 3, "activation": "softmax"}],
+                 compile={"loss": "sparse_categorical_crossentropy",
+                          "metrics": [{"name": "MeanIoU", "num_classes": 3}, "MeanIoU"]})
+    problems = Problems()
+    model = build_model(cfg, (4,), problems)
+    assert not compile_model(model, cfg, problems)
+    assert problems.lines == ["compile.metrics.1: MeanIoU: MeanIoU.__init__() missing 1 required positional "
+                              "argument: 'num_classes'"], problems.lines
+    cfg = config([{"layer": "Dense", "units": 3, "activation": "softmax"}],
+                 compile={"loss": "sparse_categorical_crossentropy",
+                          "metrics": [{"name": "MeanIoU", "num_classes": 3}]})
+    assert compile_model(build_model(cfg, (4,), problems), cfg, problems), problems.lines
+
+
+# --------------------------------------------------------------------------- metric directions
+CLASSIFIER = [{"layer": "Dense", "units": 3, "activation": "softmax"}]
+TWO_OUTPUTS = {
+    "outputs": ["error", "price"],
+    "layers": [{"layer": "Dense", "name": "h", "units": 4},
+               {"layer": "Dense", "name": "error", "units": 1, "activation": "sigmoid", "inputs": "h"},
+               {"layer": "Dense", "name": "price", "units": 1, "inputs": "h"}],
+}
+
+
+def two_output_config():
+    return validate_config({"dataset": {"name": "boston_housing"}, "model": TWO_OUTPUTS,
+                            "compile": {"loss": {"error": "binary_crossentropy", "price": "mse"},
+                                        "metrics": {"error": ["accuracy"], "price": ["mae", "r2_score"]}}})
+
+
+def logged_names(cfg, x, y) -> list[str]:
+    """The names Keras logs when it fits the config's model for one epoch, without `val_`."""
+    problems = Problems()
+    model = build_model(cfg, x.shape[1:], problems)
+    assert compile_model(model, cfg, problems), problems.lines
+    history = model.fit(x, y, validation_data=(x, y), epochs=1, batch_size=4, verbose=0).history
+    return [key for key in history if not key.startswith("val_")]
+
+
+def test_metric_directions_are_the_ones_keras_metrics_carry():
+    cfg = config(CLASSIFIER, compile={"loss": "sparse_categorical_crossentropy", "metrics": [
+        "accuracy", {"name": "AUC", "num_thresholds": 50}, "pearson_correlation",
+        {"name": "MeanIoU", "num_classes": 3}, "categorical_crossentropy", "mae", "cosine_similarity"]})
+    directions = metric_directions(cfg)
+    # pearson_correlation and mean_io_u are maximised although no score word is in their names
+    assert directions == {"loss": "min", "accuracy": "max", "auc": "max", "pearson_correlation": "max",
+                          "mean_io_u": "max", "categorical_crossentropy": "min", "mae": "min",
+                          "cosine_similarity": "max"}
+    assert list(directions) == ["loss", "accuracy", "auc", "pearson_correlation", "mean_io_u",
+                                "categorical_crossentropy", "mae", "cosine_similarity"]
+
+
+def test_metric_directions_of_two_outputs_name_each_output_and_its_loss():
+    # an output named like a loss: its accuracy is still maximised
+    assert metric_directions(two_output_config()) == {
+        "loss": "min", "error_accuracy": "max", "price_mae": "min", "price_r2_score": "max",
+        "error_loss": "min", "price_loss": "min"}
+
+
+def test_metric_directions_name_exactly_what_keras_logs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    cfg = two_output_config()
+    y = {"error": (x[:, 0] > 0).astype("float32"), "price": x[:, 1]}
+    assert sorted(metric_directions(cfg)) == sorted(logged_names(cfg, x, y))
+    cfg = config(CLASSIFIER, compile={"loss": "sparse_categorical_crossentropy",
+                                      "metrics": ["acc", {"name": "SparseTopKCategoricalAccuracy", "k": 2},
+                                                  "sparse_categorical_crossentropy"]})
+    assert sorted(metric_directions(cfg)) == sorted(logged_names(cfg, x, np.arange(8) % 3))
+
+
+def test_a_metric_keras_gives_no_direction_falls_back_to_its_name():
+    cfg = config(CLASSIFIER, compile={"loss": "sparse_categorical_crossentropy",
+                                      "metrics": ["false_negatives", "true_positives"]})
+    assert metric_directions(cfg) == {"loss": "min", "false_negatives": "min", "true_positives": "max"}

@@ -201,9 +201,9 @@ def test_sigkill_leaves_a_folder_compare_and_show_read_as_incomplete(moment, tin
 
 def test_an_earlier_interrupt_in_the_same_process_does_not_stop_the_next_run(
         tiny_config, tmp_path, keep_signal_handlers):
-    import kexp.experiment
+    import kexp.cli
 
-    kexp.experiment.STOP.set()  # what an interrupted command leaves behind in a long-lived process
+    kexp.cli.STOP.set()  # what an interrupted command leaves behind in a long-lived process
     result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
     assert read_run(only_run(tmp_path / "runs")).status == "completed"
@@ -211,19 +211,20 @@ def test_an_earlier_interrupt_in_the_same_process_does_not_stop_the_next_run(
 
 def test_a_sigint_while_best_keras_is_saved_marks_the_run_interrupted(tiny_config, tmp_path, keep_signal_handlers,
                                                                        monkeypatch):
-    """Ctrl-C lands while best.keras is being written (deterministically: inside the zip writer of the
-    temporary file): the run is interrupted (exit 130, status interrupted), not failed."""
+    """Ctrl-C lands while the best model is being saved (deterministically: inside the zip writer of the
+    .keras archive): the run is interrupted (exit 130, status interrupted), not failed."""
     import zipfile
 
-    import kexp.experiment
+    import kexp.cli
 
     real_open, fired = zipfile.ZipFile.open, []
 
     def open_(self, name, mode="r", *args, **kwargs):
         handle = real_open(self, name, mode, *args, **kwargs)
-        if mode == "w" and str(self.filename).endswith(".tmp.keras") and not fired:
+        if mode == "w" and str(self.filename).endswith(".keras") and not fired:
             fired.append(name)
-            kexp.experiment.STOP.set()  # what kexp's SIGINT handler does before raising
+            kexp.cli.STOP.set()  # what kexp's SIGINT handler does before raising
+            handle.close()  # (a real Ctrl-C leaves it to the garbage collector, which warns)
             raise KeyboardInterrupt
         return handle
 
@@ -251,8 +252,8 @@ def test_a_nan_loss_stops_the_run_marks_it_failed_and_keeps_the_metrics(tiny_con
     assert record.status == "failed"
     assert record.status_data["error"] == "loss became NaN or inf at epoch 1"
     assert read_history(folder / "history.csv")["epoch"] == [1.0]  # stopped at once, the epoch kept
-    assert record.metrics["stop_reason"] == "loss became NaN or inf at epoch 1"
-    assert record.metrics["epochs_run"] == 1
+    assert record.metrics.stop_reason == "loss became NaN or inf at epoch 1"
+    assert record.metrics.epochs_run == 1
 
 
 # --------------------------------------------------------------------------- resource errors
@@ -271,11 +272,11 @@ def unwritable_runs_dir(tmp_path: Path, how: str) -> Path:
 @pytest.mark.parametrize("how", ["parent_is_a_file", "read_only"])
 def test_an_unwritable_runs_directory_is_a_clear_error_before_training(how, tiny_config, tmp_path,
                                                                       keep_signal_handlers, monkeypatch):
-    import kexp.experiment
+    import kexp.training
 
     runs_dir = unwritable_runs_dir(tmp_path, how)
     trained = []
-    monkeypatch.setattr(kexp.experiment, "fit_split", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(kexp.training, "run_task", lambda *a, **k: trained.append(a))
     result = invoke("train", tiny_config, "--runs-dir", runs_dir, "--quiet")
     assert result.exit_code == 1, result.output
     assert stderr_of(result).startswith(f"{runs_dir}: cannot create the runs folder"), stderr_of(result)
@@ -359,7 +360,7 @@ def test_four_simultaneous_runs_into_one_runs_directory_each_get_their_own_compl
     assert sorted(r.config["seed"] for r in records) == [0, 1, 2, 3]
     for record in records:
         assert record.status == "completed", record
-        assert record.metrics["epochs_run"] == 2 and record.metrics["test"] is not None
+        assert record.metrics.epochs_run == 2 and record.metrics.test is not None
         assert read_history(record.path / "history.csv")["epoch"] == [1.0, 2.0]
         assert (record.path / "model.keras").is_file()
         assert not [p.name for p in record.path.iterdir() if p.name.startswith(".")]

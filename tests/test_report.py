@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from kexp import report, runs
 from kexp.cli import app
 from kexp.errors import RunError, UsageError
+from kexp.report import query
 
 
 def parse_csv(text: str) -> list[dict]:
@@ -388,7 +389,7 @@ def test_show_kfold_run_has_the_fold_table(tmp_path):
     path = make_run(tmp_path, "boston", config=BOSTON)
     result = invoke("show", path)
     assert result.exit_code == 0, result.output
-    assert "folds (3)" in result.stdout and "r0-f2" in result.stdout and "2.4±0.082" in result.stdout
+    assert "folds (3)" in result.stdout and "r0-f2" in result.stdout and "2.4000 ± 0.082" in result.stdout
     assert "folds/" in result.stdout
 
 
@@ -442,7 +443,7 @@ def test_last_reads_only_the_newest_folders(tmp_path, monkeypatch):
     original = runs.read_run
     monkeypatch.setattr(runs, "read_run", lambda path: read.append(path) or original(path))
     assert names(report.compare([tmp_path], last=3)) == ["m28", "m29", "m30"]
-    assert len(read) == 3 + report._SLACK
+    assert len(read) == 3 + query._SLACK
 
 
 def test_text_that_looks_like_rich_markup_is_shown_as_is(tmp_path):

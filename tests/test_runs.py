@@ -294,7 +294,7 @@ def test_read_run_lists_each_damaged_file_and_keeps_the_rest(tmp_path):
     (folder / "config.json").write_text("[1, 2]")  # JSON, but not a config
     (folder / "metrics.json").write_text('{"loss": 1.5}')
     record = runs.read_run(folder)
-    assert record.config is None and record.metrics == {"loss": 1.5} and record.problems == []
+    assert record.config is None and record.metrics.to_dict() == {"loss": 1.5} and record.problems == []
     (folder / "config.json").unlink()
     (folder / "config.yaml").write_bytes(b"name: \xff\n")
     assert runs.read_run(folder).problems == ["config.yaml: unreadable"]
@@ -423,15 +423,16 @@ def test_create_run_status_json_and_a_second_run_in_the_same_folder(tmp_path):
 
 def test_create_run_tries_another_name_when_one_is_taken(tmp_path, monkeypatch):
     import datetime as dt
+    import secrets
 
     fixed = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     monkeypatch.setattr(runs, "datetime", type("Fixed", (), {"now": staticmethod(lambda tz=None: fixed)}))
     tokens = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
-    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(tokens))
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(tokens))
     first = runs.create_run(tmp_path, "x", "train")
     second = runs.create_run(tmp_path, "x", "train")
     assert first.path.name == "20260102T030405Z-x-aaaaaa" and second.path.name == "20260102T030405Z-x-bbbbbb"
-    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: "aaaaaa")  # every name taken
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "aaaaaa")  # every name taken
     with pytest.raises(runs.RunError, match=r": could not find a free run folder name$"):
         runs.create_run(tmp_path, "x", "train")
 

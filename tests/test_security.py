@@ -439,6 +439,7 @@ def test_cli_validate_of_hostile_input_exits_2_with_one_line_per_problem(data, i
 def test_a_config_the_schema_refuses_never_reaches_the_data_or_a_model(data, scratch):
     """`kexp validate` (with data) checks the schema first: a refused config loads no data and
     builds no model; one the schema accepts goes on to the data (stubbed here: no downloads)."""
+    import kexp.checks
     import kexp.experiment
     from kexp.errors import DataError
 
@@ -457,7 +458,7 @@ def test_a_config_the_schema_refuses_never_reaches_the_data_or_a_model(data, scr
         schema_ok = False
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kexp.experiment, "load_data", stub)
-        patch.setattr(kexp.experiment, "build_model", stub)
+        patch.setattr(kexp.checks, "build_model", stub)
         result = invoke("validate", path)
     assert result.exit_code == 2, result.output
     assert bool(reached) == schema_ok, (reached, result.output)
@@ -570,7 +571,7 @@ def test_valid_but_unusual_configs_train_and_their_run_folder_reads_back(data, t
     (folder,) = find_runs([root / "runs"])
     record = read_run(folder)
     assert record.status == "completed", record
-    assert record.metrics["epochs_run"] == 1
+    assert record.metrics.epochs_run == 1
     saved, loaded = validate_config(record.config).to_dict(), config.to_dict()
     for key in ("name", "seed", "dataset", "preprocessing", "validation"):
         assert same(saved[key], loaded[key]), key

@@ -1,11 +1,16 @@
-"""The end-of-run display and the live progress line (kexp/progress.py), from metrics dicts alone."""
+"""kexp/progress.py: the Display observer (events in, what the terminal shows out) and the end-of-run
+tables (`render_result`, the renderer `kexp show` uses too), from metrics dicts alone: no training."""
 
 import io
 import re
 from pathlib import Path
 
+from helpers import LEGACY_RUNS
 from rich.console import Console
 
+from kexp import report
+from kexp.experiment import Result
+from kexp.layout import read_metrics
 from kexp.progress import Display, render_result
 
 
@@ -13,6 +18,10 @@ def text_of(renderable, width=120) -> str:
     console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(renderable)
     return " ".join(re.sub("[│┃]", " ", console.file.getvalue()).split())
+
+
+def console(width: int = 100) -> Console:
+    return Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
 
 
 def kfold_two_outputs() -> dict:
@@ -75,9 +84,11 @@ def test_holdout_table_has_every_outputs_metrics_and_no_learning_rate():
          "train": {"last": {"loss": 1.0, "price_mae": 0.5, "band_accuracy": 0.875, "learning_rate": 0.001}},
          "test": {"loss": 2.5, "price_mae": 1.375, "band_accuracy": 0.5}}
     text = text_of(render_result(m, Path("/runs/y")))
-    assert "last (epoch 5)" in text and "best (epoch 3)" in text and "final" not in text
-    assert "price_mae 1.2500 1.1250 1.3750" in text, text
-    assert "band_accuracy 0.7500 0.6250 0.5000" in text, text
+    assert "val@best val@last train@last metric epoch 3 epoch 5 epoch test" in text and "final" not in text, text
+    # best, last, training at the last epoch, test; the main metrics first
+    assert "price_mae 1.1250 1.2500 0.5000 1.3750" in text, text
+    assert "band_accuracy 0.6250 0.7500 0.8750 0.5000" in text, text
+    assert text.index("price_mae 1.1250") < text.index("band_accuracy 0.6250") < text.index("loss 1.5000")
     assert "learning_rate" not in text
 
 
@@ -119,3 +130,68 @@ def test_progress_line_shows_the_loss_of_an_output_without_metrics():
                                      "val_band_accuracy": 0.6})
     text = text_of(display.progress.make_tasks_table(display.progress.tasks), width=200)
     assert "price_loss 1.500" in text and "val_price_loss 2.000" in text and "band_accuracy 0.700" in text, text
+
+
+# --------------------------------------------------------------------------- the Display observer
+def test_start_prints_the_run_folder_and_notes_unless_quiet():
+    loud, quiet = console(), console()
+    for out, is_quiet in ((loud, False), (quiet, True)):
+        display = Display(out, quiet=is_quiet)
+        with display:
+            display.start(Path("/runs/20260101T000000Z-x-abcdef"), ["holdout"], 3)
+            display.note("fold r0-f0 already finished; kept")
+    text = loud.file.getvalue()
+    assert "run folder: /runs/20260101T000000Z-x-abcdef" in text
+    assert "fold r0-f0 already finished; kept" in text
+    assert quiet.file.getvalue() == ""
+
+
+def test_kfold_events_drive_one_bar_per_fold_and_an_overall_bar():
+    display = Display(console())
+    display.start(Path("/runs/k"), ["r0-f0", "r0-f1", "r0-f2"], 4)
+    overall = display.progress.tasks[display.overall]
+    assert overall.description == "folds" and overall.total == 3
+    display.split_start("r0-f0", 4)
+    display.epoch_end("r0-f0", 2, {"loss": 1.5, "mae": 0.75, "val_loss": 2.5, "val_mae": 1.25})
+    bar = display.progress.tasks[display.tasks["r0-f0"]]
+    assert bar.completed == 2 and bar.total == 4
+    assert bar.fields["logs"] == "loss 1.500  mae 0.750  val_loss 2.500  val_mae 1.250"
+    display.split_end("r0-f0", {})
+    assert bar.completed == 4 and not bar.visible and overall.completed == 1
+    display.epoch_end("unknown", 1, {"loss": 1.0})  # an event of a split never started changes nothing
+    assert [t.completed for t in display.progress.tasks] == [1, 4]
+
+
+def test_holdout_has_no_overall_bar():
+    display = Display(console())
+    display.start(Path("/runs/h"), ["holdout"], 2)
+    display.split_start("holdout", 2)
+    display.split_end("holdout", {})
+    assert display.overall is None and len(display.progress.tasks) == 1
+
+
+def test_report_prints_the_results_and_the_run_folder():
+    out = console()
+    metrics = read_metrics(LEGACY_RUNS / "20261127T111508Z-legacy-holdout-e676e5").to_dict()
+    Display(out, quiet=True).report(Result(Path("/runs/h"), metrics, "completed"))
+    text = " ".join(out.file.getvalue().split())
+    assert "accuracy 0.1250 0.1250 0.2292 0.1667" in text, text
+    assert "the model does NOT beat the baseline" in text and text.endswith("run folder: /runs/h")
+
+
+def test_the_end_of_a_run_and_show_render_the_metrics_alike():
+    """One renderer: the metrics, folds and baseline sections of `kexp show` are the end-of-run output."""
+    for folder in sorted(LEGACY_RUNS.iterdir()):
+        end = text_of(render_result(read_metrics(folder), folder))
+        page = text_of(report.show(folder))
+        shown = page[page.index("metrics ─"):page.index("diagnostics ─")]
+        assert shown in end, (shown, end)
+    assert "accuracy 0.4000 ± 0.177 0.4000 ± 0.177 0.4458 0.2333" in end, end
+    assert "final model: retrained 3 epochs on 120 samples" in end
+    assert re.search(r"r0-f2 3 3 0\.6500 0\.6500 80 40 3s", end), end
+
+
+def test_a_stopped_run_says_why():
+    m = kfold_two_outputs()
+    m["stop_reason"] = "early stopping"
+    assert "stopped: early stopping run folder: /runs/s" in text_of(render_result(m, Path("/runs/s")))

@@ -1,0 +1,177 @@
+"""Tasks and the executors that run them.
+
+A `Task` is one unit of work: train one split of one config (`kexp.training.run_task`). It is plain,
+picklable data (the config as a dict, the absolute config folder for relative dataset paths, the
+split's sample indices, the epochs, what to keep) and assumes no shared disk, machine or working
+directory. Its `TaskResult` is plain data too; progress comes back as `Event`s. The driver (the
+process that owns the run folder) writes every file from events and results.
+
+An executor runs a list of tasks and yields their results as they finish, in any order:
+
+    for result in executor.run(tasks, emit, context): ...
+
+`emit(event)` is called in the driver for every progress event (`start`, `epoch`, `best`); events of
+a task whose result was already yielded are dropped. `context` holds what only an in-process
+executor can use (the driver's loaded data, the split folders, the stop flag); others ignore it.
+An executor raises a task's exception in the driver (KeyboardInterrupt included) after stopping
+its other tasks. Shipped: `InProcessExecutor` and `LocalProcessExecutor` (`--workers N`).
+"""
+
+from __future__ import annotations
+
+import os
+import queue as queue_module
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kexp.errors import RunError
+from kexp.validation import Split
+
+
+@dataclass(frozen=True)
+class Task:
+    key: str  # unique within one executor.run call: the split id ("holdout", "r0-f2", "final")
+    config: dict  # the validated config, as plain data
+    config_dir: str | None  # absolute folder that relative dataset paths resolve against
+    split: Split
+    epochs: int
+    keep_best: bool = False  # emit a `best` event with the model each time the monitored metric improves
+    keep_model: bool = False  # return the trained model, its summary and its test-set scores
+
+
+@dataclass
+class TaskResult:
+    key: str
+    split: Split
+    logs: list[dict]  # one dict of Keras logs per epoch
+    metrics: dict  # the split's metrics (folds/<id>/metrics.json)
+    preprocessing: dict  # the fitted preprocessing record (preprocessing.json without its header)
+    model: bytes | None = None  # the trained model as a .keras archive (keep_model)
+    summary: str | None = None  # Keras' model summary (keep_model)
+    test: dict | None = None  # test-set scores (keep_model, when the data has a test split)
+    files: dict[str, bytes] = field(default_factory=dict)  # callback files, by path in the split's folder
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "start" (epochs), "epoch" (epoch, logs), "best" (epoch, model)
+    key: str
+    epoch: int | None = None
+    epochs: int | None = None
+    logs: dict | None = None
+    model: bytes | None = None
+
+
+@dataclass
+class Context:
+    """Driver-side help an in-process executor may use; executors elsewhere ignore it."""
+
+    data: Any = None  # the dataset the driver already loaded
+    folder_of: Callable[[Task], Path] | None = None  # the split's own folder, for callbacks' files
+    should_stop: Callable[[], bool] = lambda: False  # checked at every epoch end
+
+
+class Executor(Protocol):
+    def run(self, tasks: Sequence[Task], emit: Callable[[Event], None],
+            context: Context | None = None) -> Iterator[TaskResult]: ...
+
+
+class InProcessExecutor:
+    """Runs the tasks one after another in this process, with the driver's loaded data."""
+
+    def run(self, tasks: Sequence[Task], emit: Callable[[Event], None],
+            context: Context | None = None) -> Iterator[TaskResult]:
+        from kexp.training import run_task
+
+        context = context or Context()
+        for task in tasks:
+            folder = context.folder_of(task) if context.folder_of else None
+            yield run_task(task, emit, context.should_stop, data=context.data, folder=folder)
+
+
+class LocalProcessExecutor:
+    """Runs tasks in `workers` processes of this machine, each with its share of the CPU threads; a task
+    goes to whichever worker is free next. One task (or one worker) runs in process instead."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def run(self, tasks: Sequence[Task], emit: Callable[[Event], None],
+            context: Context | None = None) -> Iterator[TaskResult]:
+        workers = min(self.workers, len(tasks))
+        if workers <= 1:
+            yield from InProcessExecutor().run(tasks, emit, context)
+            return
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # TensorFlow is not fork-safe
+        events = ctx.Queue()
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(threads, events))
+        finished: set[str] = set()
+        clean = False
+        try:
+            pending = {pool.submit(_run_in_worker, task): task for task in tasks}
+            while pending:
+                done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(events, emit, finished)
+                for future in done:
+                    task = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        raise RunError(f"a worker process died (killed, or out of memory) while training "
+                                       f"{task.key}") from None
+                    finished.add(task.key)
+                    yield result
+            clean = True
+        finally:
+            _stop(pool, wait_for_workers=clean)
+
+
+def _drain(events, emit: Callable[[Event], None], finished: set[str]) -> None:
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue_module.Empty:
+            return
+        if event.key not in finished:
+            emit(event)
+
+
+def _stop(pool: ProcessPoolExecutor, wait_for_workers: bool) -> None:
+    """Shut the pool down; after a failure or Ctrl-C, end the workers now instead of letting them finish."""
+    if wait_for_workers:
+        pool.shutdown(wait=True)
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+
+
+_events = None
+
+
+def _start_worker(threads: int, events) -> None:
+    """A worker process: Ctrl-C is the driver's to handle; TensorFlow gets this worker's threads."""
+    global _events
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _events = events
+    from kexp.training import start_backend
+
+    start_backend(threads)
+
+
+def _run_in_worker(task: Task) -> TaskResult:
+    from kexp.training import run_task
+
+    return run_task(task, _events.put)

@@ -1,0 +1,437 @@
+"""The run-folder contract: every path of a run folder by name, and the `metrics.json` format.
+
+Standard library only (no Keras, pydantic or numpy): `kexp compare` reads hundreds of run folders
+through this module and must start fast.
+
+A run folder is `RUNS_DIR/<UTC time>-<name>-<6 hex>/` (see kexp.runs, its only writer).
+
+Layout (files marked * exist only for some runs):
+    status.json        {"status", "command", "pid", "host", "started", "updated", "ended"*, "error"*}
+    config.yaml        the fully resolved config
+    config.json        the same, as JSON, with Keras' defaults of every named Keras object filled in
+                       (Adam's learning_rate): what `compare` reads (parsing YAML is 50x slower)
+    environment.json   versions, platform, seed, command line, git commit and dirty flag
+    history.csv        one row per epoch (hold-out), or folds/<fold>/history.csv (K-fold)
+    metrics.json       the results (`Metrics` below); partial while running
+    summary.txt        the Keras model summary (fixed width)
+    model.keras        the model evaluated on test (the retrained final model, else the hold-out model)
+    preprocessing.json* how to prepare data for model.keras: {"format": 1, "models", "fitted_on",
+                       "inputs", "feature_names", "order", "settings", "statistics", "labels"}
+    best.keras*        hold-out: the best epoch's weights (best_preprocessing.json* when model.keras
+                       is the retrained model, whose preprocessing differs)
+    folds.json*        K-fold: every fold's train/validation sample indices
+    folds/<id>/        K-fold: history.csv, metrics.json, preprocessing.json per fold (a finished fold
+                       has metrics.json), and its callbacks' files (relative paths)
+    final/*            the retrained model's callbacks' files
+    final_history.csv* the retrained model's history
+    plots/*.png        learning curves
+Every file gets 0666 less the umask, like any file the user makes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+STATUS = "status.json"
+CONFIG_YAML = "config.yaml"
+CONFIG_JSON = "config.json"
+ENVIRONMENT = "environment.json"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+SUMMARY = "summary.txt"
+MODEL = "model.keras"
+BEST = "best.keras"
+PREPROCESSING = "preprocessing.json"
+BEST_PREPROCESSING = "best_preprocessing.json"
+FOLDS = "folds.json"
+FOLDS_DIR = "folds"
+FINAL_DIR = "final"
+FINAL_HISTORY = "final_history.csv"
+PLOTS_DIR = "plots"
+
+FINAL_SPLIT = "final"  # the split id of the model retrained on all training data
+
+
+def split_dir(split_id: str, kfold: bool) -> str:
+    """The folder of one split, relative to the run folder: "" for the hold-out split, "folds/<id>"
+    for a K-fold fold, "final" for the retrained model."""
+    if split_id == FINAL_SPLIT:
+        return FINAL_DIR
+    return f"{FOLDS_DIR}/{split_id}" if kfold else ""
+
+
+def split_history(split_id: str, kfold: bool) -> str:
+    """The history CSV of one split, relative to the run folder: "history.csv" (hold-out),
+    "folds/<id>/history.csv" (K-fold fold), "final_history.csv" (retrained model)."""
+    if split_id == FINAL_SPLIT:
+        return FINAL_HISTORY
+    return f"{FOLDS_DIR}/{split_id}/{HISTORY}" if kfold else HISTORY
+
+
+# --------------------------------------------------------------------------- metrics.json
+METRICS_FORMAT = 2
+"""metrics.json's format. Format 2 (`"format": 2`) calls the last epoch `last` and has `outputs` and
+`baselines`; format 1 (no `format` key, kexp 0.1's first release) called the last epoch `final`.
+`from_dict` reads both; a format-1 dict comes back in format 2's shape. "final" means only the
+retrained model: `final_model`, final/, final_history.csv."""
+
+NOT_METRICS = frozenset({"learning_rate", "lr"})  # logged by ReduceLROnPlateau & co: history.csv only
+
+_KEYS = "keys"  # the field of every record below that keeps the JSON keys in their order
+_EXTRA = "extra"  # ... and the one that keeps unknown keys (forward compatibility)
+
+
+def _scores(value: Any) -> dict[str, Any] | None:
+    """One metric dict (metric name -> value), without the values that are no metrics."""
+    if not isinstance(value, dict):
+        return None
+    if NOT_METRICS.isdisjoint(value):
+        return value
+    return {k: v for k, v in value.items() if k not in NOT_METRICS}
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, _Record):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+class _Record:
+    """A JSON object as a frozen record: its known keys are typed fields (the class's annotations, in
+    order, each defaulting to None), its unknown keys stay in `extra`, and `keys` remembers the order
+    it was read in, so that `from_dict(d).to_dict() == d`. A value of the wrong type is kept as an
+    unknown one (the field reads None): a damaged file is read as far as it goes and written back
+    unchanged. Frozen and compared by value like a frozen dataclass, without the ~2 ms per class that
+    building a dataclass costs at import (`kexp compare` imports this module)."""
+
+    _READ: ClassVar[dict[str, Any]] = {}  # field -> its JSON type(s), or a converter (None: not that type)
+    _NAMES: ClassVar[tuple[str, ...]] = ()  # the fields, in the format's order (set per class)
+    _KNOWN: ClassVar[frozenset[str]] = frozenset()
+    _ALWAYS: ClassVar[frozenset[str]] = frozenset()  # fields written even when None (as null)
+    keys: tuple[str, ...] | None = None  # the JSON keys as read, in order; None: built in code
+    extra: dict[str, Any]  # unknown keys -> their values
+
+    def __init__(self, *, keys: tuple[str, ...] | None = None, extra: dict[str, Any] | None = None, **values: Any):
+        unknown = set(values) - self._known()
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: no field {', '.join(sorted(unknown))}")
+        self.__dict__.update(values, keys=keys, extra=dict(extra or {}))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: use .replace({name}=...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._names()) and self.extra == other.extra
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts, like a frozen dataclass with dict fields
+
+    def __repr__(self) -> str:
+        shown = [f"{n}={getattr(self, n)!r}" for n in self._names() if getattr(self, n) is not None]
+        return f"{type(self).__name__}({', '.join(shown + ([f'extra={self.extra!r}'] if self.extra else []))})"
+
+    def replace(self, **changes: Any):
+        """A copy with some fields changed (its key order kept; a new field is written after the others)."""
+        values = {n: getattr(self, n) for n in self._names() if n in self.__dict__}
+        return type(self)(**{**values, **changes}, keys=self.keys, extra=self.extra)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = tuple(n for n in cls.__dict__.get("__annotations__", {}) if not n.startswith("_"))
+        type.__setattr__(cls, "_NAMES", names)
+        type.__setattr__(cls, "_KNOWN", frozenset(names))
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        """The record of a JSON object (anything else reads as an empty one); never raises."""
+        if not isinstance(data, dict):
+            data = {}
+        known, read_of = cls._KNOWN, cls._READ
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                extra[key] = value
+                continue
+            read = read_of.get(key) if value is not None else None
+            if read is None:
+                values[key] = value
+            elif read.__class__ is type or read.__class__ is tuple:  # a plain type: checked, kept as it is
+                if isinstance(value, read):
+                    values[key] = value
+                else:
+                    extra[key] = value
+            else:
+                converted = read(value)
+                if converted is None:
+                    extra[key] = value
+                else:
+                    values[key] = converted
+        record = object.__new__(cls)  # the fields not in `data` read their class defaults (None)
+        record.__dict__.update(values, extra=extra, keys=tuple(data))
+        return record
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        """The JSON keys this record knows, in the format's order."""
+        return cls._NAMES
+
+    @classmethod
+    def _known(cls) -> frozenset[str]:
+        return cls._KNOWN
+
+    def _order(self) -> tuple[str, ...]:
+        return self._names()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, keys in the order read (or the format's own order for a new record)."""
+        names = set(self._order())
+        if self.keys is None:
+            order = [k for k in self._order() if getattr(self, k) is not None or k in self._ALWAYS]
+        else:
+            order = list(self.keys) + [k for k in self._order() if k not in self.keys and getattr(self, k) is not None]
+        order += [k for k in self.extra if k not in order]
+        extra = self.extra
+        return {key: _dump(extra[key] if key in extra or key not in names else getattr(self, key)) for key in order}
+
+
+def _object(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A record's reader for a value that must be a JSON object (anything else is kept as it is)."""
+    return lambda value: read(value) if isinstance(value, dict) else None
+
+
+def _dict_of(read: Callable[[Any], Any]) -> Callable[[Any], dict | None]:
+    return lambda value: {k: read(v) if isinstance(v, dict) else v for k, v in value.items()} \
+        if isinstance(value, dict) else None
+
+
+def _list_of(read: Callable[[Any], Any]) -> Callable[[Any], list | None]:
+    return lambda value: [read(v) if isinstance(v, dict) else v for v in value] if isinstance(value, list) else None
+
+
+_text = str  # a field holding text
+_int = (int, float)  # a count or an epoch: an int (a float from another writer is kept as it is)
+_mapping = dict  # a field holding a JSON object kept as it is
+
+
+def _upgraded(data: Any) -> Any:
+    """A validation/train dict of format 1 (`final`, `final_std`: the last epoch) in format 2's words."""
+    if isinstance(data, dict) and "final" in data and "last" not in data:
+        return {("last" + k[len("final"):] if k in ("final", "final_std") else k): v for k, v in data.items()}
+    return data
+
+
+class Section(_Record):
+    """`validation` or `train`: metric name (validation names without `val_`) -> value at the last
+    and at the best epoch; K-fold: the mean over folds, with `*_std` the std across folds (ddof=0)."""
+
+    last: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    best_std: dict[str, Any] | None = None
+    last_std: dict[str, Any] | None = None
+    best_epoch_source: str | None = None  # "mean_curve": K-fold best = the mean curve's best epoch
+
+    _READ: ClassVar[dict] = {"last": _scores, "best": _scores, "best_std": _scores, "last_std": _scores,
+                             "best_epoch_source": _text}
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        return super().from_dict(_upgraded(data))
+
+
+class Output(_Record):
+    """One output of the model: its main metric as Keras logs it (`price_mae`) and its task."""
+
+    main_metric: str | None = None
+    task: str | None = None
+
+    _READ: ClassVar[dict] = {"main_metric": _text, "task": _text}
+    _ALWAYS: ClassVar[frozenset[str]] = frozenset({"main_metric", "task"})
+
+
+class FoldMetrics(_Record):
+    """One split's result: folds/<id>/metrics.json, and one item of `folds` in metrics.json."""
+
+    id: str | None = None
+    repeat: int | None = None
+    fold: int | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    seed: int | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None  # this fold's own best epoch: per-fold detail only
+    validation: Section | None = None
+    train: Section | None = None
+    duration_s: float | None = None
+    stop_reason: str | None = None
+
+    _READ: ClassVar[dict] = {"id": _text, "repeat": _int, "fold": _int, "n_train": _int, "n_val": _int,
+                             "seed": _int, "epochs_run": _int, "best_epoch": _int,
+                             "validation": _object(Section.from_dict), "train": _object(Section.from_dict),
+                             "stop_reason": _text}
+
+
+class Baseline(_Record):
+    """The common-sense baseline of one output on validation (and test): what it predicts, its
+    scores, and the model's margin over it (positive when the model is better)."""
+
+    output: str | None = None  # with several outputs
+    task: str | None = None
+    metric: str | None = None  # "accuracy" or "mae"
+    majority_class: Any = None
+    validation: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    value: float | None = None
+    model: float | None = None
+    margin: float | None = None
+    beats: bool | None = None
+    test_model: float | None = None
+    error: str | None = None  # the baseline could not be computed
+
+    _READ: ClassVar[dict] = {"output": _text, "task": _text, "metric": _text, "validation": _scores,
+                             "test": _scores, "error": _text}
+
+
+class Curve(_Record):
+    """K-fold: the monitored metric's mean curve over folds, its std, the smoothed curve (or null)
+    and the best epoch chosen on it."""
+
+    metric: str | None = None
+    mean: list | None = None
+    std: list | None = None
+    smoothed: list | None = None
+    skip: int | None = None
+    factor: float | None = None
+    best_epoch: int | None = None
+
+    _ALWAYS: ClassVar[frozenset[str]] = frozenset({"smoothed", "best_epoch"})
+
+
+class FinalModel(_Record):
+    """The model retrained on all training data: its epochs, samples and last-epoch training metrics."""
+
+    epochs: int | None = None
+    n_train: int | None = None
+    train: dict[str, Any] | None = None
+
+    _READ: ClassVar[dict] = {"train": _scores}
+
+
+class Diagnostics(_Record):
+    best_epoch: int | None = None
+    overfit_epoch: int | None = None
+    sentence: str | None = None
+
+    _ALWAYS: ClassVar[frozenset[str]] = frozenset({"best_epoch", "overfit_epoch", "sentence"})
+
+
+class Metrics(_Record):
+    """metrics.json. Every field may be None (an old, partial or damaged file); `keys` keeps the order
+    of the keys read, `extra` the keys this version does not know, so that
+    `Metrics.from_dict(d).to_dict() == d` for any format-2 `d` (a format-1 `d` comes back in format 2's
+    words, still without `format`). A record built in code writes its fields in the order below."""
+
+    format: int | None = None  # METRICS_FORMAT; None: format 1
+    command: str | None = None  # "train" or "kfold"
+    dataset: str | None = None
+    scheme: str | None = None  # "holdout" or "kfold"
+    monitor: str | None = None  # validation.monitor, e.g. "val_loss"
+    mode: str | None = None  # "min" or "max"
+    main_metric: str | None = None  # the first output's main metric as Keras logs it, without `val_`
+    outputs: dict[str, Output] | None = None  # every output, in the model's order
+    directions: dict[str, str] | None = None  # logged metric name without `val_` -> "min"/"max" (new runs)
+    stop_reason: str | None = None  # "early stopping", "loss became NaN ...", or null
+    folds: list[FoldMetrics] | None = None  # K-fold
+    preprocessing: str | None = None  # K-fold: where each fold's preprocessing is
+    epochs_run: int | None = None  # K-fold: the longest fold
+    best_epoch: int | None = None  # K-fold: the best epoch of the mean (smoothed) curve
+    validation: Section | None = None
+    train: Section | None = None
+    curve: Curve | None = None  # K-fold
+    curves: dict[str, list] | None = None  # K-fold: every history column's mean curve
+    durations: dict[str, float] | None = None  # train_s, final_s, data_s, total_s
+    final_model: FinalModel | None = None
+    test: dict[str, Any] | None = None  # of the final model when there is one, else the hold-out model
+    baseline: Baseline | None = None  # the first output's
+    baselines: dict[str, Baseline] | None = None  # every output's
+    diagnostics: Diagnostics | None = None
+    partial: dict[str, Any] | None = None  # never written: what a reader found of an unfinished K-fold
+
+    _READ: ClassVar[dict] = {
+        "format": _int, "command": _text, "dataset": _text, "scheme": _text, "monitor": _text, "mode": _text,
+        "main_metric": _text, "outputs": _dict_of(Output.from_dict), "directions": _mapping, "stop_reason": _text,
+        "folds": _list_of(FoldMetrics.from_dict), "preprocessing": _text, "epochs_run": _int, "best_epoch": _int,
+        "validation": _object(Section.from_dict), "train": _object(Section.from_dict),
+        "curve": _object(Curve.from_dict), "curves": _mapping, "durations": _mapping,
+        "final_model": _object(FinalModel.from_dict), "test": _scores, "baseline": _object(Baseline.from_dict),
+        "baselines": _dict_of(Baseline.from_dict), "diagnostics": _object(Diagnostics.from_dict),
+        "partial": _mapping,
+    }
+    _ALWAYS: ClassVar[frozenset[str]] = frozenset({"stop_reason", "final_model", "test"})
+
+    @property
+    def version(self) -> int:
+        """The format the file was written in (1 when it has no `format` key)."""
+        return self.format or 1
+
+    def fold_list(self) -> list[FoldMetrics]:
+        """The folds that could be read (a damaged item is left out)."""
+        return [f for f in self.folds or () if isinstance(f, FoldMetrics)]
+
+    def output_list(self) -> list[tuple[str, Output]]:
+        return [(k, v) for k, v in (self.outputs or {}).items() if isinstance(v, Output)]
+
+    def baseline_list(self) -> list[Baseline]:
+        """Every output's baseline (format 1: the one `baseline`)."""
+        found = [b for b in (self.baselines or {}).values() if isinstance(b, Baseline)]
+        return found or ([self.baseline] if isinstance(self.baseline, Baseline) else [])
+
+    def direction(self, name: str) -> str | None:
+        """"min" or "max" for a logged metric (`val_`/`test_`/`train_` prefix ignored) when the run
+        wrote its direction (`directions`), else None."""
+        base = name
+        for prefix in ("val_", "test_", "train_"):
+            base = base.removeprefix(prefix)
+        value = (self.directions or {}).get(base)
+        return value if value in ("min", "max") else None
+
+
+def _load(path: str | Path, problems: list[str] | None) -> dict | None:
+    path = str(path)
+    if not path.endswith(".json"):
+        path = f"{path.rstrip('/')}/{METRICS}"  # plain strings: `compare` reads hundreds of these
+    try:
+        with open(path, "rb") as file:
+            data = json.loads(file.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: invalid JSON or UTF-8
+        if problems is not None:
+            problems.append(f"{METRICS}: unreadable ({type(exc).__name__})")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_metrics(path: str | Path, problems: list[str] | None = None) -> Metrics | None:
+    """The metrics.json at `path` (the file, or the run folder that holds it); None when it is
+    missing, unreadable, not JSON or not a JSON object, with a line in `problems` (when given) for a
+    file that is there but cannot be read. Never raises on a file's contents."""
+    data = _load(path, problems)
+    return None if data is None else Metrics.from_dict(data)
+
+
+def read_fold_metrics(path: str | Path, problems: list[str] | None = None) -> FoldMetrics | None:
+    """A split's own metrics.json (folds/<id>/metrics.json, or its folder), as `read_metrics` reads."""
+    data = _load(path, problems)
+    return None if data is None else FoldMetrics.from_dict(data)

@@ -1,0 +1,344 @@
+"""Train one split of one config: the unit of work, and the only module that touches TensorFlow.
+
+`run_task(task, ...)` fits fresh preprocessing on the split's training rows, builds and trains a fresh
+model seeded from (seed, repeat, fold) alone, and returns a `TaskResult`: plain data (metrics, the
+per-epoch logs, the fitted preprocessing, the model as `.keras` bytes when asked). It writes nothing
+shared: callbacks write into a private scratch folder whose files come back in the result, unless
+the caller (the in-process executor, which runs in the driver) gives the split's own folder. Progress
+goes out through `emit` as `Event`s. So a task gives the same result in this process, in a worker
+process or on another machine.
+
+Also here: TensorFlow's quiet start-up and thread settings, the tf.data input pipeline, and the
+versions written to environment.json.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kexp import diagnostics
+from kexp.config import Config, validate_config
+from kexp.data import take
+from kexp.errors import ConfigError, Problems
+from kexp.executor import Event, Task, TaskResult
+from kexp.models import build_model, compile_model, make_callbacks, metric_directions
+from kexp.preprocessing import MultiHot, Preprocessor, feature_shape, n_rows
+from kexp.validation import Split
+
+EVAL_BATCH = 1024
+# The order in which Preprocessor applies its steps to a numeric input; each applies when the record's
+# `settings` (or `statistics` for the fitted ones) has it. Integer sequences get multi_hot or pad_sequences.
+PREPROCESSING_ORDER = ["impute", "one_hot", "float32", "scale", "channels_last", "flatten", "standardize"]
+
+_started = {"threads": None, "done": False}
+
+
+# --------------------------------------------------------------------------- start-up
+def start_backend(threads: int | None = None) -> None:
+    """Import and start TensorFlow once, quietly (its C++ start-up chatter goes to /dev/null), with
+    `threads` intra/inter-op threads when given (worker processes)."""
+    if _started["done"] and "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import logging
+        import warnings
+
+        import tensorflow as tf
+
+        warnings.filterwarnings("ignore", module="keras")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+                _started["threads"] = threads
+            except RuntimeError:
+                pass  # already started; keep what it has
+        tf.constant(0)  # start the runtime now, while its chatter is silenced
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    _started["done"] = True
+
+
+def versions() -> dict:
+    """The framework versions a run records in environment.json."""
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "backend": keras.backend.backend()}
+
+
+# --------------------------------------------------------------------------- tf.data
+def to_tf_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
+                  repeat: bool = False):
+    """A tf.data pipeline over prepared features, built once: cached, shuffled each epoch,
+    batched, multi-hot encoded per batch, prefetched."""
+    import tensorflow as tf
+
+    def source(value):
+        if isinstance(value, MultiHot):
+            return tf.RaggedTensor.from_row_splits(value.sequences.values, value.sequences.row_splits)
+        return value
+
+    def encode(value, batch):
+        if isinstance(value, MultiHot):
+            dense = tf.math.bincount(batch, minlength=value.width, maxlength=value.width,
+                                     binary_output=True, dtype=tf.float32, axis=-1)
+            return tf.ensure_shape(dense, [None, value.width])
+        return batch
+
+    is_dict = isinstance(x, dict)
+    xs = {k: source(v) for k, v in x.items()} if is_dict else source(x)
+    n = n_rows(x)
+    ds = tf.data.Dataset.from_tensor_slices((xs, y) if y is not None else (xs,))
+    ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if repeat:
+        ds = ds.repeat()
+    lazy = any(isinstance(v, MultiHot) for v in (x.values() if is_dict else [x]))
+    if lazy:
+        def encode_batch(bx, *by):
+            if is_dict:
+                bx = {k: encode(x[k], v) for k, v in bx.items()}
+            else:
+                bx = encode(x, bx)
+            return (bx, *by)
+
+        ds = ds.map(encode_batch, num_parallel_calls=2, deterministic=True)
+    return ds.prefetch(1)
+
+
+# --------------------------------------------------------------------------- the task
+def training_seed(seed: int, split: Split) -> int:
+    """The seed a split trains with (weights, shuffling): from the run's seed and the split alone."""
+    return (seed + 1000 * split.repeat + split.fold) % 2**32
+
+
+_data_cache: dict[tuple, Any] = {}
+
+
+def task_data(task: Task):
+    """The dataset of a task, loaded where the task runs (same data_dir/KEXP_DATA_DIR/cache rules as the
+    driver); kept per process, so a worker loads it once for all its tasks."""
+    from kexp.data import load_dataset
+
+    key = (repr(sorted(task.config.get("dataset", {}).items())), task.config_dir)
+    if key not in _data_cache:
+        start_backend()
+        config = validate_config(task.config)
+        _data_cache.clear()  # one dataset per process at a time
+        _data_cache[key] = load_dataset(config.dataset, config_dir=Path(task.config_dir) if task.config_dir else None)
+    return _data_cache[key]
+
+
+def monitor_mode(config: Config) -> str:
+    """validation.mode, or with `auto` the direction Keras' own metric object carries (losses: min)."""
+    scheme = config.validation
+    if scheme.mode != "auto":
+        return scheme.mode
+    return metric_directions(config).get(scheme.monitor.removeprefix("val_")) or diagnostics.metric_mode(scheme.monitor)
+
+
+def _steps(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+def input_shape(x) -> Any:
+    """The model's input shape(s) for prepared features (lazy multi-hot inputs included)."""
+
+    def dense(value):
+        if isinstance(value, dict):
+            return {k: dense(v) for k, v in value.items()}
+        return np.zeros((1, *value.shape[1:]), dtype="float32") if isinstance(value, MultiHot) else value
+
+    return feature_shape(dense(x))
+
+
+def _model_bytes(model, scratch: Path) -> bytes:
+    """The model as a `.keras` archive (written in the task's private scratch folder, then read)."""
+    path = scratch / "model.keras"
+    try:
+        model.save(path)
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _epoch_callback(task: Task, emit: Callable[[Event], None], should_stop: Callable[[], bool],
+                    scratch: Path, monitor: str, mode: str):
+    """Keras callback: every epoch's logs out as an event; with `keep_best`, the best epoch's model too."""
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best = math.inf if mode == "min" else -math.inf
+            self.logs: list[dict] = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            if should_stop():
+                raise KeyboardInterrupt
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            self.logs.append(logs)
+            emit(Event("epoch", task.key, epoch=epoch + 1, logs=logs))
+            value = logs.get(monitor)
+            if task.keep_best and value is not None and math.isfinite(value):
+                if value < self.best if mode == "min" else value > self.best:
+                    self.best = value
+                    emit(Event("best", task.key, epoch=epoch + 1, model=_model_bytes(self.model, scratch)))
+
+    return EpochLog()
+
+
+def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
+             should_stop: Callable[[], bool] = lambda: False, *, data=None, folder: Path | None = None) -> TaskResult:
+    """Train one split (see the module docstring). `data`: the dataset when the caller has it loaded;
+    `folder`: where callbacks' relative paths go when the caller owns the run folder (else a scratch
+    folder, whose files come back in `TaskResult.files`)."""
+    import keras
+
+    start_backend()
+    config = validate_config(task.config)
+    data = data if data is not None else task_data(task)
+    split = task.split
+    seed = training_seed(config.seed, split)
+    keras.backend.clear_session()  # each task starts from the same state (layer names too), whatever ran before
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="kexp-task-"))
+    try:
+        pre = Preprocessor(config, data).fit(take(data.x_train, split.train_idx))
+        x_tr = pre.transform(take(data.x_train, split.train_idx))
+        y_tr = pre.labels(take(data.y_train, split.train_idx))
+        model = _compiled_model(config, x_tr, len(split.train_idx))
+        batch = config.training.batch_size
+        train_ds = to_tf_dataset(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True)
+        val_ds = None
+        if len(split.val_idx):
+            x_va = pre.transform(take(data.x_train, split.val_idx))
+            y_va = pre.labels(take(data.y_train, split.val_idx))
+            val_ds = to_tf_dataset(x_va, y_va, max(batch, EVAL_BATCH))
+        monitor, mode = config.validation.monitor, monitor_mode(config)
+        if val_ds is None:
+            monitor = monitor.removeprefix("val_")
+        files_dir = folder if folder is not None else scratch / "files"
+        log = _epoch_callback(task, emit, should_stop, scratch, monitor, mode)
+        callbacks = [*make_callbacks(config, Problems(), folder=files_dir), keras.callbacks.TerminateOnNaN(), log]
+        emit(Event("start", task.key, epochs=task.epochs))
+        model.fit(train_ds, validation_data=val_ds, epochs=task.epochs, steps_per_epoch=_steps(len(split.train_idx),
+                  batch), callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
+        result = TaskResult(key=task.key, split=split, logs=log.logs,
+                            metrics=_split_metrics(log.logs, monitor, mode, split, seed, task.epochs, started),
+                            preprocessing=preprocessing_record(config, data, pre, split))
+        if task.keep_model:
+            result.model = _model_bytes(model, scratch)
+            result.summary = model_summary(model)
+            result.test = _test_scores(config, data, model, pre)
+        if folder is None:
+            result.files = _collect(files_dir)
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _compiled_model(config: Config, x_train, n_train: int):
+    steps = _steps(n_train, config.training.batch_size)
+    spe = steps if config.training.steps_per_execution == "epoch" else config.training.steps_per_execution
+    problems = Problems()
+    model = build_model(config, input_shape(x_train), problems)
+    if model is None or not compile_model(model, config, problems, steps_per_execution=spe):
+        raise ConfigError(problems.lines)
+    return model
+
+
+def _split_metrics(logs: list[dict], monitor: str, mode: str, split: Split, seed: int, epochs: int,
+                   started: float) -> dict:
+    """A split's metrics (folds/<id>/metrics.json): last/best epoch scores, sizes, seed, time, why it stopped."""
+    from kexp.scores import summarize
+
+    result = summarize(logs, monitor, mode)
+    result.update(id=split.id, repeat=split.repeat, fold=split.fold, n_train=len(split.train_idx),
+                  n_val=len(split.val_idx), seed=seed, duration_s=round(time.perf_counter() - started, 3))
+    nan_epoch = next((i + 1 for i, epoch_logs in enumerate(logs)
+                      if not all(math.isfinite(v) for k, v in epoch_logs.items() if "loss" in k)), None)
+    if nan_epoch is not None:
+        result["stop_reason"] = f"loss became NaN or inf at epoch {nan_epoch}"
+    elif len(logs) < epochs:
+        result["stop_reason"] = "early stopping"
+    return result
+
+
+def _test_scores(config: Config, data, model, pre: Preprocessor) -> dict | None:
+    if data.x_test is None or not n_rows(data.x_test):
+        return None
+    x_te, y_te = pre.transform(data.x_test), pre.labels(data.y_test)
+    ds = to_tf_dataset(x_te, y_te, max(config.training.batch_size, EVAL_BATCH))
+    return {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+
+
+def _collect(folder: Path) -> dict[str, bytes]:
+    """Every file the callbacks wrote, by path relative to the split's folder."""
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def preprocessing_record(config: Config, data, pre: Preprocessor, split: Split) -> dict:
+    """Everything needed to prepare new data for a model trained on `split` (preprocessing.json)."""
+    encodings, names = pre.label_encodings, getattr(data, "class_names", None)
+
+    def labels(task, encoding, num_classes, class_names):
+        return {"task": task, "encoding": encoding, "num_classes": num_classes, "class_names": class_names}
+
+    def per(value, out):
+        return value.get(out) if isinstance(value, dict) else None
+
+    if isinstance(data.task, dict):
+        label_record = {out: labels(task, per(encodings, out), per(data.num_classes, out), per(names, out))
+                        for out, task in data.task.items()}
+    else:
+        label_record = labels(data.task, encodings, data.num_classes, names)
+    x = data.x_train
+    return {
+        "fitted_on": {"split": split.id, "n_samples": len(split.train_idx)},
+        "inputs": list(x) if isinstance(x, dict) else ["x"],
+        "feature_names": getattr(data, "feature_names", None),
+        "order": PREPROCESSING_ORDER,
+        "settings": config.to_dict().get("preprocessing", {}),
+        "statistics": pre.fitted(),
+        "labels": label_record,
+    }
+
+
+def model_summary(model, width: int = 100) -> str:
+    """Keras' model summary at a fixed width: Keras sizes its table by the terminal, which cut
+    columns off with --quiet, in a pipe or in a narrow window (COLUMNS)."""
+    lines: list[str] = []
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width + 20)  # the width rich gives the console it prints the table on
+    try:
+        model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=width)
+    finally:
+        if saved is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines)) + "\n"
