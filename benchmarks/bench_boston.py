@@ -30,7 +30,7 @@ def kexp(args, workers: int, extra: list[str] = (), checkout: str | None = None)
                "--runs-dir", runs, "--workers", str(workers), "--set", f"training.epochs={args.epochs}",
                "--set", "validation.final=null", "--set", "validation.smoothing=null", *extra]
         result = measure(cmd, env=env)
-        return result, run_metrics(runs).validation["last"]["mae"]
+        return result, run_metrics(runs).validation.last["mae"]
 
 
 def main() -> None:

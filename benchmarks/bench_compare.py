@@ -94,27 +94,35 @@ def kexp_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "kexp"]
 
 
-def median_time(command: list[str], repeats: int) -> float:
+def median_time(command: list[str], repeats: int, checkouts: tuple[str | None, ...] = (None,)) -> list[float]:
     """Median wall time of `repeats` runs after one warm-up run (which writes the modules' .pyc files:
-    PYTHONDONTWRITEBYTECODE is dropped so that imports are timed as an installed kexp runs them)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["COLUMNS"] = "100"
-    times = []
-    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    PYTHONDONTWRITEBYTECODE is dropped so that imports are timed as an installed kexp runs them), for
+    each checkout (None: this one; else its kexp first on PYTHONPATH), the checkouts' runs interleaved
+    so that a drift of the machine's speed falls on all of them alike."""
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    base["COLUMNS"] = "100"
+    envs = [base if c is None else {**base, "PYTHONPATH": c} for c in checkouts]
+    times: list[list[float]] = [[] for _ in envs]
+    for env in envs:
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(repeats):
-        started = time.perf_counter()
-        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
-    return statistics.median(times)
+        for env, measured in zip(envs, times):
+            started = time.perf_counter()
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            measured.append(time.perf_counter() - started)
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    return [statistics.median(m) for m in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--before", metavar="CHECKOUT", help="also time the kexp of another checkout (e.g. "
+                        "`git archive` of the previous main) on the same run folders, interleaved")
     args = parser.parse_args()
+    checkouts = (None, args.before) if args.before else (None,)
     kexp = kexp_command()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "runs"
@@ -134,8 +142,9 @@ def main() -> None:
                                                              "--last", "20"]),
         ]
         for label, command in cases:
-            seconds = median_time(command, args.repeats)
-            print(f"{label:<58} median {seconds:6.3f} s over {args.repeats}")
+            seconds = median_time(command, args.repeats, checkouts)
+            before = f"   before {seconds[1]:6.3f} s" if args.before else ""
+            print(f"{label:<58} median {seconds[0]:6.3f} s over {args.repeats}{before}")
         breakdown(root)
 
 

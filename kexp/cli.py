@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +47,28 @@ SetOpt = Annotated[
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder that receives run folders.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (default: the config's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+MaybeRunsDirOpt = Annotated[Path | None, typer.Option(
+    "--runs-dir", help="Folder that receives run folders (default: runs).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1,
+                                         help="Folds trained at once, each in its own process.")]
+
+
+def _only_resume(overrides, name, runs_dir, what: str, config: Path, why: str) -> None:
+    """--set, --name and --runs-dir have no place beside --resume."""
+    given = [opt for opt, value in (("--set", overrides), ("--name", name), ("--runs-dir", runs_dir)) if value]
+    if given:
+        raise_config_error(f"{', '.join(given)}: cannot be used with --resume: a resumed {what} finishes with the "
+                           f"config it was started with ({config}), {why}")
+
+
+def _config_or_resume(config: Path | None, resume: Path | None, folder: str) -> None:
+    """`kfold`/`sweep` take a CONFIG or `--resume FOLDER`, exactly one."""
+    if (config is None) == (resume is None):
+        err.print(f"give a CONFIG, or --resume {folder} (not both)")
+        raise typer.Exit(2)
+    if config is not None and not config.is_file():
+        err.print(f"{config}: no such file")
+        raise typer.Exit(2)
 
 
 def fail(error: KexpError) -> None:
@@ -139,26 +162,38 @@ def _exit_now(signum, frame):
     os._exit(130)
 
 
+@contextmanager
+def _stoppable():
+    """While training: SIGINT/SIGTERM set STOP and raise KeyboardInterrupt (the run folder is then marked
+    interrupted); afterwards the previous handlers are back (or, after a signal, one that exits at once)."""
+    import signal
+
+    _on_sigterm.received = False
+    STOP.clear()  # an interrupt of an earlier command in this process is over
+    saved = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+        saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigterm)
+    try:
+        yield
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, _exit_now if _on_sigterm.received else previous)
+
+
 def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name, quiet: bool, workers: int = 1,
              resume: Path | None = None) -> None:
     """The shared body of `train` and `kfold`: load, check, train with a progress display, report."""
-    import signal
-
     from kexp import layout
     from kexp.config import KFold
     from kexp.runs import read_run
 
-    saved: dict = {}
     try:
         _check_backend()
         if resume is not None:
             from kexp.config import load_config
 
-            given = [opt for opt, value in (("--set", overrides), ("--name", name), ("--runs-dir", runs_dir)) if value]
-            if given:
-                raise_config_error(f"{', '.join(given)}: cannot be used with --resume: a resumed run finishes with "
-                                   f"the config it was started with ({resume / 'config.yaml'}), so that its folds "
-                                   "stay comparable; to change it, start a new run from the config")
+            _only_resume(overrides, name, runs_dir, "run", resume / layout.CONFIG_YAML,
+                         "so that its folds stay comparable; to change it, start a new run from the config")
             record = read_run(resume)
             if record.config is None or record.environment is None:
                 raise_run_error(f"{resume}: not a resumable kexp run folder (config.yaml or environment.json missing)")
@@ -170,6 +205,10 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
             config = Path(config_file) if isinstance(config_file, str) and config_file else resume / layout.CONFIG_YAML
         else:
             cfg = _load(config, overrides, name)
+        if cfg.search is not None:  # never silently dropped
+            from kexp.search import refuse_search
+
+            refuse_search(cfg, str(config), command)
         is_kfold = isinstance(cfg.validation, KFold)
         if command == "kfold" and not is_kfold:
             raise_config_error(f"{config}: validation.scheme: is {cfg.validation.scheme}; `kexp kfold` runs "
@@ -179,13 +218,8 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
         from kexp.experiment import execute
         from kexp.progress import Display
 
-        _on_sigterm.received = False
-        STOP.clear()  # an interrupt of an earlier command in this process is over
-        saved = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
-            saved[signal.SIGINT] = signal.signal(signal.SIGINT, _on_sigterm)
         display = Display(out, quiet=quiet)
-        with display:
+        with _stoppable(), display:
             result = execute(cfg, command=command, runs_dir=runs_dir or Path("runs"), config_path=config,
                              argv=sys.argv, observer=display, workers=workers, resume=resume, stop=STOP)
         if result.already_complete:
@@ -198,9 +232,6 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
-    finally:
-        for signum, previous in saved.items():
-            signal.signal(signum, _exit_now if _on_sigterm.received else previous)
 
 
 def raise_config_error(message: str):
@@ -231,25 +262,73 @@ def train(
 def kfold(
     config: Annotated[Path | None, typer.Argument(help="The experiment's YAML config.", dir_okay=False)] = None,
     overrides: SetOpt = None,
-    runs_dir: Annotated[Path | None, typer.Option(
-        "--runs-dir", help="Folder that receives run folders (default: runs).")] = None,
+    runs_dir: MaybeRunsDirOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = False,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1,
-                                         help="Folds trained at once, each in its own process.")] = 1,
+    workers: WorkersOpt = 1,
     resume: Annotated[Path | None, typer.Option(
         "--resume", file_okay=False, exists=True,
         help="Finish an interrupted K-fold run folder with the config it was started with (no --set, --name, "
              "--runs-dir); a completed run is left as it is.")] = None,
 ) -> None:
     """K-fold (or iterated K-fold) validation, then optionally retrain and test."""
-    if (config is None) == (resume is None):
-        err.print("give a CONFIG, or --resume RUN_FOLDER (not both)")
-        raise typer.Exit(2)
-    if config is not None and not config.is_file():
-        err.print(f"{config}: no such file")
-        raise typer.Exit(2)
+    _config_or_resume(config, resume, "RUN_FOLDER")
     _execute("kfold", config, overrides, runs_dir, name, quiet, workers=workers, resume=resume)
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path | None, typer.Argument(help="A config with a search: section.", dir_okay=False)] = None,
+    overrides: SetOpt = None,
+    runs_dir: MaybeRunsDirOpt = None,
+    name: NameOpt = None,
+    quiet: QuietOpt = False,
+    workers: WorkersOpt = 1,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run a grid larger than search.limit.")] = False,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", file_okay=False, exists=True,
+        help="Finish an interrupted sweep folder: finished trials are kept, a K-fold trial keeps its "
+             "finished folds.")] = None,
+) -> None:
+    """Run every trial of the config's search: section, each scored on its validation scheme (the K-fold
+    mean for K-fold); write a sweep folder with a leaderboard, each trial's run folder and best.yaml."""
+    _config_or_resume(config, resume, "SWEEP_FOLDER")
+    try:
+        _check_backend()
+        if resume is not None:
+            from kexp import layout
+            from kexp.config import load_config
+
+            _only_resume(overrides, name, runs_dir, "sweep", resume / layout.SWEEP_CONFIG,
+                         "so that its trials stay comparable; to change it, start a new sweep")
+            from kexp.runs import read_json
+
+            if not (resume / layout.SWEEP_CONFIG).is_file():
+                raise_run_error(f"{resume}: not a kexp sweep folder ({layout.SWEEP_CONFIG} missing)")
+            cfg = load_config(resume / layout.SWEEP_CONFIG)
+            try:  # relative dataset paths resolve against the config file the sweep was started from
+                config = Path(read_json(resume / layout.ENVIRONMENT)["config_file"])
+            except (OSError, ValueError, KeyError, TypeError):
+                config = resume / layout.SWEEP_CONFIG
+        else:
+            cfg = _load(config, overrides, name)
+        if cfg.search is None:
+            raise_config_error(f"{config}: search: missing; `kexp sweep` runs the trials of a search: section "
+                               "(see README: kexp sweep); to train this config once, use `kexp train`/`kexp kfold`")
+        from kexp import report
+        from kexp.progress import SweepDisplay
+        from kexp.sweep import run_sweep
+
+        display = SweepDisplay(out, quiet=quiet)
+        with _stoppable(), display:
+            result = run_sweep(cfg, config_path=config, runs_dir=runs_dir or Path("runs"), argv=sys.argv,
+                               observer=display, workers=workers, yes=yes, resume=resume, stop=STOP)
+        out.print(report.show(result.path))
+    except KexpError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -262,7 +341,12 @@ def validate(
     try:
         _check_backend()
         cfg = _load(config, overrides, None)
-        if data:
+        if cfg.search is not None:  # a sweep config: the search section and every trial
+            from kexp.search import plan
+            from kexp.sweep import check_trials
+
+            check_trials(plan(cfg, str(config), yes=True), config, str(config), data=data)
+        elif data:
             from kexp.checks import check
             from kexp.experiment import load_data
 
@@ -288,8 +372,9 @@ class Format(str, Enum):
 
 @app.command()
 def compare(
-    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders searched recursively for them.",
-                                                exists=True)],
+    paths: Annotated[list[Path], typer.Argument(
+        help="Run folders, or folders searched recursively for them (a sweep folder's runs: its trials).",
+        exists=True)],
     sort: Annotated[str | None, typer.Option(
         "--sort", help="Sort by a column (val_best, val_last, margin, duration, ...), a config key "
                        "(training.epochs) or a metric (val_loss, loss@last, test_accuracy).")] = None,
@@ -344,9 +429,10 @@ def compare(
 
 @app.command()
 def show(
-    run: Annotated[Path, typer.Argument(help="A run folder.", exists=True, file_okay=False)],
+    run: Annotated[Path, typer.Argument(help="A run folder, or a sweep folder.", exists=True, file_okay=False)],
 ) -> None:
-    """Show one run in full: status, metrics, folds, baseline, diagnostics, config, files."""
+    """Show one run in full: status, metrics, folds, baseline, diagnostics, config, files; or a sweep's
+    leaderboard."""
     from kexp import report
 
     try:

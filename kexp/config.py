@@ -266,6 +266,19 @@ SCHEMES = {"holdout": Holdout, "kfold": KFold}
 Validation = Annotated[Holdout | KFold, Field(discriminator="scheme"), BeforeValidator(_default_scheme)]
 
 
+# --------------------------------------------------------------------------- search (kexp sweep)
+class Search(Section):
+    """`kexp sweep`'s search; kexp.search checks the space and expands it into trials."""
+
+    method: Literal["grid", "random"] = "grid"  # grid: every combination, in a seeded shuffled order
+    space: dict[str, Any]  # dotted key (as --set) -> [choices] or {min, max, step?, log?}
+    trials: PosInt | None = None  # random: how many distinct points
+    seed: Seed | None = None  # the sampling seed; default: the config's seed
+    seeds: PosInt = 1  # each trial trained with seeds seed, seed+1, ... and scored on their mean
+    objective: str | None = None  # a validation metric (val_...); default: validation.monitor
+    limit: PosInt = 100  # a larger grid runs only with `kexp sweep --yes`
+
+
 # --------------------------------------------------------------------------- the whole file
 class Config(Section):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -276,13 +289,14 @@ class Config(Section):
     compile: Compile
     training: Training = Field(default_factory=Training)
     validation: Validation = Field(default_factory=lambda: Holdout(scheme="holdout"))
+    search: Search | None = None  # `kexp sweep` only: `train`/`kfold` refuse a config that has one
 
     @property
     def split_seed(self) -> int:
         return self.seed if self.validation.seed is None else self.validation.seed
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"search"} if self.search is None else None)
 
 
 # --------------------------------------------------------------------------- loading

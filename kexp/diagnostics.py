@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from kexp.layout import NOT_METRICS  # the learning rate: in history.csv, never in metric dicts
+
 TASKS = ("binary", "multiclass", "regression")
 
 # Substrings of metric names, checked in this order: a "min" name wins over a "max" one
@@ -29,9 +31,6 @@ _MAX_WORDS = (
 _ACCURACY_NAMES = {"accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy"}
 _REGRESSION_NAMES = {"mae": "mae", "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse"}
 
-# Logged every epoch but not a measure of the model: the optimizer's learning rate (ReduceLROnPlateau
-# and learning-rate schedules add it to the logs). It stays in history.csv, never in metric dicts.
-NOT_METRICS = frozenset({"learning_rate", "lr"})
 
 
 # --------------------------------------------------------------------------- metric names

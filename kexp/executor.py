@@ -96,10 +96,37 @@ class InProcessExecutor:
 
 class LocalProcessExecutor:
     """Runs tasks in `workers` processes of this machine, each with its share of the CPU threads; a task
-    goes to whichever worker is free next. One task (or one worker) runs in process instead."""
+    goes to whichever worker is free next. One task (or one worker) runs in process instead. The
+    worker processes (and the data each has loaded) are kept for the next `run` until `close()`, so a
+    sweep pays TensorFlow's start-up once per worker, not once per trial."""
 
     def __init__(self, workers: int):
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._events = None
+        self._runs = 0  # tags each run's events: a late event of an earlier run is never taken for this one's
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            _stop(self._pool, wait_for_workers=True)
+            self._pool = None
+
+    def _start(self, workers: int) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # TensorFlow is not fork-safe
+            self._events = ctx.Queue()
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker,
+                                             initargs=(threads, self._events))
+        return self._pool
 
     def run(self, tasks: Sequence[Task], emit: Callable[[Event], None],
             context: Context | None = None) -> Iterator[TaskResult]:
@@ -107,19 +134,16 @@ class LocalProcessExecutor:
         if workers <= 1:
             yield from InProcessExecutor().run(tasks, emit, context)
             return
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # TensorFlow is not fork-safe
-        events = ctx.Queue()
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(threads, events))
+        pool = self._start(workers)
+        self._runs += 1
+        token = self._runs
         finished: set[str] = set()
         clean = False
         try:
-            pending = {pool.submit(_run_in_worker, task): task for task in tasks}
+            pending = {pool.submit(_run_in_worker, task, token): task for task in tasks}
             while pending:
                 done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(events, emit, finished)
+                _drain(self._events, token, emit, finished)
                 for future in done:
                     task = pending.pop(future)
                     try:
@@ -131,16 +155,18 @@ class LocalProcessExecutor:
                     yield result
             clean = True
         finally:
-            _stop(pool, wait_for_workers=clean)
+            if not clean:  # a failure, Ctrl-C, or the caller stopped early: end the workers now
+                _stop(pool, wait_for_workers=False)
+                self._pool = None
 
 
-def _drain(events, emit: Callable[[Event], None], finished: set[str]) -> None:
+def _drain(events, token: int, emit: Callable[[Event], None], finished: set[str]) -> None:
     while True:
         try:
-            event = events.get_nowait()
+            tag, event = events.get_nowait()
         except queue_module.Empty:
             return
-        if event.key not in finished:
+        if tag == token and event.key not in finished:
             emit(event)
 
 
@@ -171,7 +197,7 @@ def _start_worker(threads: int, events) -> None:
     start_backend(threads)
 
 
-def _run_in_worker(task: Task) -> TaskResult:
+def _run_in_worker(task: Task, token: int) -> TaskResult:
     from kexp.training import run_task
 
-    return run_task(task, _events.put)
+    return run_task(task, lambda event: _events.put((token, event)))

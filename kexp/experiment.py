@@ -213,9 +213,12 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
     """Check, then train and evaluate, writing the run folder. Raises KexpError subclasses.
     `executor` runs the split tasks (default: `workers` local processes); `stop`, once set, ends
     training at the next epoch end as an interruption (the CLI sets it on SIGINT/SIGTERM)."""
+    if executor is None:
+        with LocalProcessExecutor(workers) as own:
+            return execute(config, command=command, runs_dir=runs_dir, config_path=config_path, argv=argv,
+                           observer=observer, resume=resume, executor=own, stop=stop)
     observer = observer or Observer()
     stop = stop or threading.Event()
-    executor = executor or LocalProcessExecutor(workers)
     config_dir = config_path.parent if config_path else None
     started = time.perf_counter()
     source = str(config_path) if config_path else "<config>"

@@ -71,6 +71,28 @@ def split_history(split_id: str, kfold: bool) -> str:
     return f"{FOLDS_DIR}/{split_id}/{HISTORY}" if kfold else HISTORY
 
 
+# --------------------------------------------------------------------------- sweep folders
+# A sweep folder (`kexp sweep`): RUNS_DIR/<UTC time>-<name>-sweep-<6 hex>/ holding
+#     status.json        as a run's (running / completed / failed / interrupted)
+#     sweep.yaml         the resolved sweep config (the experiment and its `search:` section)
+#     sweep.json         the space, the method, the objective and every trial (format below)
+#     trials/<run>/      each trial (and seed) as a complete run folder of its own
+#     best.yaml          the best trial's config as a plain config (no `search:`): `kexp train`/`kfold` run it
+#     plots/*.png        the objective against each parameter; the top trials' learning curves
+SWEEP_JSON = "sweep.json"
+SWEEP_CONFIG = "sweep.yaml"
+TRIALS_DIR = "trials"
+BEST_CONFIG = "best.yaml"
+SWEEP_FORMAT = 1
+"""sweep.json: {"format": 1, "name", "method", "space", "objective": {"metric", "mode", "score"},
+"seeds", "trials": [{"id", "params", "status", "runs" (folders relative to the sweep folder),
+"objective", "objective_std", "best_epoch", "overfit_epoch", "margin", "epochs_trained",
+"duration_s", "error"*}], "best": {"trial", "objective", "objective_std", "params"} or null}.
+A trial's `objective` is the mean over its seeds of each run's score: the fold mean at the mean
+curve's best epoch (K-fold) or the best epoch's value (hold-out); `objective_std` is the std across
+folds (one seed) or across seeds."""
+
+
 # --------------------------------------------------------------------------- metrics.json
 METRICS_FORMAT = 2
 """metrics.json's format. Format 2 (`"format": 2`) calls the last epoch `last` and has `outputs` and
@@ -407,10 +429,10 @@ class Metrics(_Record):
         return value if value in ("min", "max") else None
 
 
-def _load(path: str | Path, problems: list[str] | None) -> dict | None:
+def _load(path: str | Path, problems: list[str] | None, name: str = METRICS) -> dict | None:
     path = str(path)
     if not path.endswith(".json"):
-        path = f"{path.rstrip('/')}/{METRICS}"  # plain strings: `compare` reads hundreds of these
+        path = f"{path.rstrip('/')}/{name}"  # plain strings: `compare` reads hundreds of these
     try:
         with open(path, "rb") as file:
             data = json.loads(file.read().decode("utf-8"))
@@ -418,7 +440,7 @@ def _load(path: str | Path, problems: list[str] | None) -> dict | None:
         return None
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: invalid JSON or UTF-8
         if problems is not None:
-            problems.append(f"{METRICS}: unreadable ({type(exc).__name__})")
+            problems.append(f"{name}: unreadable ({type(exc).__name__})")
         return None
     return data if isinstance(data, dict) else None
 
@@ -435,3 +457,77 @@ def read_fold_metrics(path: str | Path, problems: list[str] | None = None) -> Fo
     """A split's own metrics.json (folds/<id>/metrics.json, or its folder), as `read_metrics` reads."""
     data = _load(path, problems)
     return None if data is None else FoldMetrics.from_dict(data)
+
+
+# --------------------------------------------------------------------------- sweep.json
+class Objective(_Record):
+    """sweep.json `objective`: the validation metric scored (`val_mae`), its direction, and in words
+    how a run's score is read (`score`)."""
+
+    metric: str | None = None
+    mode: str | None = None  # "min" or "max"; null until the first trial says
+    score: str | None = None
+
+    _READ: ClassVar[dict] = {"metric": _text, "mode": _text, "score": _text}
+
+
+class Trial(_Record):
+    """One item of sweep.json `trials` (see SWEEP_FORMAT): a point of the space and its result."""
+
+    id: str | None = None  # t000, t001, ... in trial order
+    params: dict[str, Any] | None = None  # dotted config key -> value
+    status: str | None = None  # pending, running, completed, failed, interrupted
+    runs: list | None = None  # its run folders (one per seed), relative to the sweep folder
+    objective: float | None = None
+    objective_std: float | None = None
+    best_epoch: int | None = None
+    overfit_epoch: int | None = None
+    margin: float | None = None
+    epochs_trained: int | None = None
+    duration_s: float | None = None
+    error: str | None = None
+
+    _READ: ClassVar[dict] = {"id": _text, "params": _mapping, "status": _text, "runs": list, "objective": _int,
+                             "objective_std": _int, "best_epoch": _int, "overfit_epoch": _int, "margin": _int,
+                             "epochs_trained": _int, "duration_s": _int, "error": _text}
+
+
+class SweepBest(_Record):
+    """sweep.json `best`: the best completed trial so far."""
+
+    trial: str | None = None
+    objective: float | None = None
+    objective_std: float | None = None
+    params: dict[str, Any] | None = None
+
+    _READ: ClassVar[dict] = {"trial": _text, "objective": _int, "objective_std": _int, "params": _mapping}
+
+
+class Sweep(_Record):
+    """sweep.json (SWEEP_FORMAT above). Every field may be None (a sweep being written, or a damaged
+    file); unknown keys are kept in `extra`."""
+
+    format: int | None = None
+    name: str | None = None
+    method: Any = None  # "grid", "random", ...
+    space: dict[str, Any] | None = None  # dotted config key -> choices (a list) or a range
+    objective: Objective | None = None
+    seeds: int | None = None
+    trials: list[Trial] | None = None
+    best: SweepBest | None = None
+
+    _READ: ClassVar[dict] = {"format": _int, "name": _text, "space": _mapping,
+                             "objective": _object(Objective.from_dict), "seeds": _int,
+                             "trials": _list_of(Trial.from_dict), "best": _object(SweepBest.from_dict)}
+
+    def trial_list(self) -> list[Trial]:
+        """The trials that could be read (a damaged item is left out), in trial order."""
+        return [t for t in self.trials or () if isinstance(t, Trial)]
+
+
+def read_sweep(path: str | Path, problems: list[str] | None = None) -> Sweep | None:
+    """The sweep.json at `path` (the file, or the sweep folder that holds it), read as `read_metrics`
+    reads: None when missing or unreadable (a line in `problems` for a file that cannot be read);
+    never raises on a file's contents. The one reader of sweep.json."""
+    data = _load(path, problems, SWEEP_JSON)
+    return None if data is None else Sweep.from_dict(data)

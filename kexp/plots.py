@@ -1,8 +1,9 @@
-"""Learning-curve plots of run folders (matplotlib, Agg backend, no display needed).
+"""Learning-curve plots of run folders, and a sweep folder's plots (matplotlib, Agg backend, no display
+needed).
 
 matplotlib and numpy are imported inside the functions, so `import kexp.plots` costs nothing. Run
-folders are read and written through `kexp.runs` only. `learning_curves` never raises: plotting can
-never fail a run.
+folders are read and written through `kexp.runs` only. `learning_curves` and `sweep_plots` never
+raise: plotting can never fail a run or a sweep.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from kexp import layout, runs
 from kexp.errors import RunError, close_matches
-from kexp.report.numbers import mean_std, number
+from kexp.report.numbers import format_number, mean_std, number
+from kexp.report.sweep import objective, param_text, params_text, ranked, varying_params
 
 MAX_LEGEND = 20  # a comparison of more runs than this lists the first ones only
 NOT_METRICS = layout.NOT_METRICS | {"epoch"}  # history.csv columns that are no metric's curve
@@ -108,6 +110,16 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def _labelled(figure, axes, xlabel: str, ylabel: str, title: str) -> bytes:
+    """The figure as PNG bytes, its axes labelled and titled, with a grid and a legend."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="best")
+    return _png(figure)
+
+
 def _pyplot():
     import matplotlib
 
@@ -140,17 +152,23 @@ def learning_curves(run_path: str | Path) -> list[Path]:
         names = metric_names(curves.mean)
         run = runs.Run(path=Path(run_path), command=record.command or "")
         for metric in sorted(names, key=lambda name: name != "loss"):
-            try:
-                data = _learning_figure(curves, metric, metrics)
-                if data is not None:
-                    target = run.file(layout.PLOTS_DIR, f"{_file_name(metric)}.png")
-                    runs.atomic_write(target, data)
-                    written.append(target)
-            except Exception:
-                continue
+            _save(written, run, f"{_file_name(metric)}.png", _learning_figure, curves, metric, metrics)
     except Exception:
         pass
     return written
+
+
+def _save(written: list[Path], run: runs.Run, name: str, draw, *args) -> None:
+    """Draw one figure and write it as plots/<name>, added to `written`; nothing when there is nothing
+    to draw or drawing or writing fails (plots never fail a run)."""
+    try:
+        data = draw(*args)
+        if data is not None:
+            target = run.file(layout.PLOTS_DIR, name)
+            runs.atomic_write(target, data)
+            written.append(target)
+    except Exception:
+        pass
 
 
 def _learning_figure(curves: Curves, metric: str, metrics: layout.Metrics) -> bytes | None:
@@ -184,12 +202,7 @@ def _learning_figure(curves: Curves, metric: str, metrics: layout.Metrics) -> by
         best = metrics.best_epoch
         if isinstance(best, int) and best > 0:
             axes.axvline(best, color="grey", linestyle=":", linewidth=1, label=f"best epoch {best}")
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(metric)
-        axes.set_title(f"training and validation {metric}")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
-        return _png(figure)
+        return _labelled(figure, axes, "epoch", metric, f"training and validation {metric}")
     finally:
         plt.close(figure)
 
@@ -253,15 +266,10 @@ def compare_plot(records: Sequence[runs.RunRecord], metric: str, out_path: str |
                 if std and style == "-":
                     axes.fill_between(epochs, [m - s for m, s in zip(values, std)][: len(epochs)],
                                       [m + s for m, s in zip(values, std)][: len(epochs)], color=color, alpha=0.12)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(name)
         title = f"{name}: validation (solid), training (dashed) of {len(found)} run{'s' if len(found) != 1 else ''}"
         if len(found) > MAX_LEGEND:
             title += f" (legend: first {MAX_LEGEND})"
-        axes.set_title(title)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small", loc="best")
-        data = _png(figure)
+        data = _labelled(figure, axes, "epoch", name, title)
     finally:
         plt.close(figure)
     out_path = Path(out_path)
@@ -271,3 +279,112 @@ def compare_plot(records: Sequence[runs.RunRecord], metric: str, out_path: str |
     except OSError as exc:
         raise RunError(f"{out_path}: cannot write the plot: {exc.strerror or exc}") from None
     return out_path
+
+
+# --------------------------------------------------------------------------- a sweep
+TOP_TRIALS = 5  # the sweep's learning-curve plot overlays this many of the best trials
+
+
+def sweep_plots(sweep_path: str | Path) -> list[Path]:
+    """Write into <sweep>/plots/: `objective-<key>.png`, the objective against each parameter that
+    varies (one dot per trial with its ± std; numbers on a numeric axis, a log axis where the values
+    span two decades or more; other values as categories; the best trial as a star), and
+    `top-trials.png`, the objective's validation curves of the best TOP_TRIALS trials overlaid (K-fold:
+    the mean over folds; several seeds: the mean over them). Reads sweep.json through
+    kexp.layout.read_sweep. Returns the files written; never raises (a damaged sweep gives fewer)."""
+    written: list[Path] = []
+    try:
+        path = Path(sweep_path)
+        sweep = layout.read_sweep(path)
+        if sweep is None:
+            return written
+        metric, mode = objective(sweep)
+        entries = [e for e in ranked(sweep, mode) if e.rank is not None]
+        if not entries:
+            return written
+        run = runs.Run(path=path, command="sweep")
+        for key in varying_params([e.trial for e in entries]):
+            _save(written, run, f"objective-{_file_name(key)}.png", _objective_figure, sweep, entries, key, metric,
+                  mode)
+        _save(written, run, "top-trials.png", _top_figure, path, entries[:TOP_TRIALS], metric, mode)
+    except Exception:
+        pass
+    return written
+
+
+def _objective_figure(sweep: layout.Sweep, entries: list, key: str, metric: str, mode: str) -> bytes | None:
+    points = [(e.trial.params[key], e.trial.objective, number(e.trial.objective_std), e.best)
+              for e in entries if key in (e.trial.params or {})]
+    if not points:
+        return None
+    numeric = all(number(x) is not None for x, *_ in points)
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    try:
+        if numeric:
+            xs = [float(x) for x, *_ in points]
+            spec = (sweep.space or {}).get(key)
+            log = (isinstance(spec, dict) and bool(spec.get("log"))) or (min(xs) > 0 and max(xs) >= 100 * min(xs))
+            if log and min(xs) > 0:
+                axes.set_xscale("log")
+        else:
+            texts = [param_text(x) for x, *_ in points]
+            spec = (sweep.space or {}).get(key)
+            choices = spec.get("values") if isinstance(spec, dict) else spec  # {"values": [...]}, or a list
+            order = [param_text(c) for c in choices] if isinstance(choices, list) else []
+            categories = list(dict.fromkeys([t for t in order if t in texts] + texts))
+            xs = [categories.index(t) for t in texts]
+            axes.set_xticks(range(len(categories)))
+            axes.set_xticklabels([c if len(c) <= 30 else c[:27] + "..." for c in categories],
+                                 rotation=20 if max(len(c) for c in categories) > 8 else 0, ha="right"
+                                 if max(len(c) for c in categories) > 8 else "center", fontsize="small")
+            axes.set_xlim(-0.5, len(categories) - 0.5)
+        ys = [float(y) for _, y, _, _ in points]
+        errors = [s if s is not None else 0.0 for _, _, s, _ in points]
+        axes.errorbar(xs, ys, yerr=errors if any(errors) else None, fmt="o", color="tab:blue", alpha=0.7,
+                      ecolor="tab:gray", capsize=3, label="trial (± std)" if any(errors) else "trial")
+        best = [(x, y) for x, (_, y, _, is_best) in zip(xs, points) if is_best]
+        if best:
+            axes.plot([best[0][0]], [float(best[0][1])], "*", color="tab:red", markersize=14, label="best trial")
+        return _labelled(figure, axes, key, f"{metric} ({'lower' if mode == 'min' else 'higher'} is better)",
+                         f"{metric} against {key} ({len(points)} trials)")
+    finally:
+        plt.close(figure)
+
+
+def _trial_curve(sweep_path: Path, trial: layout.Trial, metric: str) -> list[float]:
+    """The trial's validation curve of `metric`: its run's (K-fold: the mean over folds), or with several
+    seeds the mean over its runs, epoch by epoch up to the shortest."""
+    column = metric if metric.startswith("val_") else f"val_{metric}"
+    curves = []
+    for folder in trial.runs or []:
+        if isinstance(folder, str):
+            values = read_curves(runs.read_run(sweep_path / folder)).mean.get(column)
+            if values:
+                curves.append(values)
+    length = min((len(c) for c in curves), default=0)
+    return [_num(mean_std(c[i] for c in curves)[0]) for i in range(length)]
+
+
+def _top_figure(sweep_path: Path, entries: list, metric: str, mode: str) -> bytes | None:
+    found = [(e, curve) for e in entries if (curve := _trial_curve(sweep_path, e.trial, metric))]
+    if not found:
+        return None
+    varying = varying_params([e.trial for e in entries])
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 5))
+    try:
+        for entry, curve in found:
+            trial = entry.trial
+            params = params_text(trial.params, varying)
+            label = f"#{entry.rank} {trial.id}: {format_number(trial.objective)}" + (f" ({params})" if params else "")
+            epochs = list(range(1, len(curve) + 1))
+            line, = axes.plot(epochs, curve, "-", linewidth=2.0 if entry.best else 1.2,
+                              label=label if len(label) <= 80 else label[:77] + "...")
+            best = number(trial.best_epoch)
+            if best is not None and 1 <= best <= len(curve):
+                axes.plot([best], [curve[int(best) - 1]], "o", color=line.get_color(), markersize=5)
+        return _labelled(figure, axes, "epoch", metric,
+                         f"{metric} of the best {len(found)} trials ({mode}; dots: each one's best epoch)")
+    finally:
+        plt.close(figure)

@@ -44,7 +44,8 @@ class Display(Observer):
             disable=quiet,
             transient=False,
         )
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, int] = {}  # split id -> progress task id
+        self.totals: dict[str, int] = {}  # split id -> its epochs
         self.overall: int | None = None
 
     def __enter__(self):
@@ -62,6 +63,7 @@ class Display(Observer):
 
     def split_start(self, split_id: str, epochs: int) -> None:
         self.tasks[split_id] = self.progress.add_task(split_id, total=epochs, logs="")
+        self.totals[split_id] = epochs
 
     def epoch_end(self, split_id: str, epoch: int, logs: dict) -> None:
         task = self.tasks.get(split_id)
@@ -71,7 +73,7 @@ class Display(Observer):
     def split_end(self, split_id: str, result: dict) -> None:
         task = self.tasks.get(split_id)
         if task is not None:
-            self.progress.update(task, completed=self.progress.tasks[task].total, visible=False)
+            self.progress.update(task, completed=self.totals[split_id], visible=False)
         if self.overall is not None:
             self.progress.advance(self.overall)
 
@@ -97,3 +99,22 @@ def render_result(metrics: dict | Metrics, path: Path) -> Group:
         parts.append(Text(f"stopped: {m.stop_reason}"))
     parts.append(Text(f"run folder: {path}"))
     return Group(*parts)
+
+
+class SweepDisplay(Display):
+    """`kexp sweep`: one line as each trial starts and ends, and the usual progress bars of its run."""
+
+    def trial_start(self, trial: dict, index: int, total: int) -> None:
+        for task in list(self.tasks.values()) + ([self.overall] if self.overall is not None else []):
+            self.progress.remove_task(task)
+        self.tasks, self.overall = {}, None
+        params = "  ".join(f"{key}={value!r}" for key, value in trial["params"].items())
+        self.note(f"trial {trial['id']} ({index + 1}/{total}): {params}")
+
+    def trial_end(self, trial: dict) -> None:
+        if trial.get("status") != "completed":
+            self.note(f"trial {trial['id']}: {trial.get('status')}: {trial.get('error', '')}".rstrip(": "))
+            return
+        std = trial.get("objective_std")
+        score = format_number(trial["objective"]) + (f" ± {format_number(std)}" if std is not None else "")
+        self.note(f"trial {trial['id']}: objective {score} (best epoch {trial.get('best_epoch')})")

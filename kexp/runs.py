@@ -343,14 +343,34 @@ def read_run(path: str | Path) -> RunRecord:
     return record
 
 
-def is_run_folder(path: Path) -> bool:
-    return (path / STATUS_FILE).is_file() or (path / layout.CONFIG_YAML).is_file() and (
-        (path / layout.ENVIRONMENT).exists() or (path / layout.METRICS).exists()
+def is_sweep_folder(path: Path) -> bool:
+    """A `kexp sweep` folder (kexp.layout: "sweep folders"): status.json and sweep.json, or sweep.yaml
+    (the first file a new sweep writes after its status.json). A project folder that keeps a config
+    called sweep.yaml is none: it has no status.json."""
+    return (path / STATUS_FILE).is_file() and (
+        (path / layout.SWEEP_JSON).is_file() or (path / layout.SWEEP_CONFIG).is_file()
     )
 
 
+def sweep_of(path: Path) -> Path | None:
+    """The sweep folder that holds the run folder `path` as a trial (`<sweep>/trials/<run>`), else None."""
+    parent = path.parent
+    if parent.name != layout.TRIALS_DIR or not is_sweep_folder(parent.parent):
+        return None
+    return parent.parent
+
+
+def is_run_folder(path: Path) -> bool:
+    """A run folder (a sweep folder is none: its trials under trials/ are)."""
+    found = (path / STATUS_FILE).is_file() or (path / layout.CONFIG_YAML).is_file() and (
+        (path / layout.ENVIRONMENT).exists() or (path / layout.METRICS).exists()
+    )
+    return found and not is_sweep_folder(path)
+
+
 def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Every run folder at or under the given paths (recursively), oldest first by name."""
+    """Every run folder at or under the given paths (recursively), oldest first by name; in a sweep
+    folder, its trials (the run folders under trials/), never the sweep folder itself."""
     found: list[Path] = []
     for root in paths:
         root = Path(root)
@@ -361,7 +381,9 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
-            if STATUS_FILE in filenames or (layout.CONFIG_YAML in filenames and is_run_folder(here)):
+            if STATUS_FILE in filenames and (layout.SWEEP_JSON in filenames or layout.SWEEP_CONFIG in filenames):
+                dirnames[:] = [layout.TRIALS_DIR] if layout.TRIALS_DIR in dirnames else []  # not plots/
+            elif STATUS_FILE in filenames or (layout.CONFIG_YAML in filenames and is_run_folder(here)):
                 found.append(here)
                 dirnames[:] = []  # a run's own subfolders (folds/, plots/) are not runs
             else:

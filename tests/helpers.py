@@ -5,18 +5,24 @@
   kexp.layout's names and metrics format, fabricated without training (report, plots and compare
   tests read them; so does benchmarks/bench_compare.py, which imports this module).
 - LEGACY_RUNS: run folders written by kexp 0.1 before the redesign (issue 9), kept as they were.
+- make_sweep: a sweep folder as `kexp sweep` writes it (kexp.layout "sweep folders"), its trials made
+  with make_run.
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from kexp import layout, runs
+from kexp.diagnostics import metric_mode
 
 LEGACY_RUNS = Path(__file__).parent / "fixtures" / "legacy_runs"
 
@@ -201,6 +207,104 @@ def make_run(root: Path, name: str = "reuters", *, config: dict | None = None, m
         else:
             write_history(path / layout.HISTORY, 20 if history is True else history)
     return path
+
+
+def make_sweep(root: Path, name: str = "boston", *, trials: list[dict], config: dict | None = None,
+               metric: str = "val_mae", mode: str | None = "min", method: object = "grid",
+               space: dict | None = None, seeds: int = 1, status: str = "completed", best: bool = True,
+               epochs: int = 12) -> Path:
+    """A sweep folder as `kexp sweep` writes it (kexp.layout, "sweep folders"): status.json, sweep.yaml,
+    environment.json, sweep.json (format SWEEP_FORMAT), trials/<run>/ and best.yaml; no training.
+
+    `trials`: one dict per trial, t000, t001, ... in order: `params` (dotted config key -> value),
+    `objective` (None: not scored), and optionally `status` (default: completed when scored, else
+    pending) and any other sweep.json trial field (`objective_std`, `error`, ...). Every trial but a
+    pending one gets `seeds` run folders (make_run) under trials/, named `<name>-<id>` (`-s<k>` per
+    seed with seeds > 1), with its params applied to `config` (default BOSTON, K-fold on val_mae) and
+    its objective as the validation main metric at the best epoch; a completed trial's per-fold
+    histories fall to its objective. `space` defaults to each parameter's values, in trial order, as
+    kexp.search plans a space ({key: {"values": [...]}});
+    `best` writes sweep.json `best` and best.yaml for the best completed trial in `mode` (None:
+    sweep.json says null, as before any trial finished; the best is then chosen in the direction the
+    metric's name suggests)."""
+    config = copy.deepcopy(config if config is not None else BOSTON)
+    n = next(_counter)
+    started = f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    path = root / f"{started.replace('-', '').replace(':', '')}-{name}-sweep-{n:06x}"
+    path.mkdir(parents=True)
+    ended = {"ended": started} if status != "running" else {}
+    runs.write_json(path / layout.STATUS, {"status": status, "command": "sweep", "pid": os.getpid(),
+                                           "host": os.uname().nodename if hasattr(os, "uname") else "host",
+                                           "started": started, "updated": started, **ended})
+    if space is None:  # as kexp.search plans it: key -> {"values": [...]} (or a range)
+        space = {}
+        for trial in trials:
+            for key, value in trial["params"].items():
+                if value not in space.setdefault(key, {"values": []})["values"]:
+                    space[key]["values"].append(value)
+    runs.write_yaml(path / layout.SWEEP_CONFIG, {**config, "name": name, "search": {"method": method, "space": space}})
+    runs.write_json(path / layout.ENVIRONMENT, {"python": "3.11"})
+    kfold = config["validation"]["scheme"] == "kfold"
+    main = metric.removeprefix("val_")
+    records = []
+    for index, spec in enumerate(trials):
+        trial_id = f"t{index:03d}"
+        value = spec.get("objective")
+        trial = {"id": trial_id, "params": spec["params"], "status": "completed" if value is not None else "pending",
+                 "runs": [], "objective": value, "objective_std": 0.05 if value is not None else None,
+                 "best_epoch": 5 + index % 4 if value is not None else None,
+                 "overfit_epoch": 7 + index % 4 if value is not None else None,
+                 "margin": 4.0 - value if value is not None else None,
+                 "epochs_trained": epochs * (3 if kfold else 1) * seeds if value is not None else None,
+                 "duration_s": 10.0 + index if value is not None else None}
+        trial.update({k: v for k, v in spec.items() if k not in ("params", "objective")})
+        for seed in range(seeds if trial["status"] != "pending" else 0):
+            label = f"{name}-{trial_id}" + (f"-s{seed}" if seeds > 1 else "")
+            scored = trial["status"] == "completed"
+            run_metrics = (kfold_metrics() if kfold else holdout_metrics()) if scored else None
+            if run_metrics is not None:
+                run_metrics["validation"]["best"][main] = value
+            run = make_run(path / layout.TRIALS_DIR, label, config=config, metrics=run_metrics,
+                           status=trial["status"], history=False,
+                           **{k.replace(".", "__"): v for k, v in spec["params"].items()})
+            for fold in (run_metrics or kfold_metrics())["folds"] if kfold else [None]:
+                history = run / (layout.split_history(fold["id"], kfold=True) if fold else layout.HISTORY)
+                write_history(history, epochs, metric=main, low_at=3 + index % 5, start=value or 1.0)
+            trial["runs"].append(run.relative_to(path).as_posix())
+        records.append(trial)
+    done = [t for t in records if t["status"] == "completed" and t["objective"] is not None]
+    direction = mode or metric_mode(metric)
+    top = (max if direction == "max" else min)(done, key=lambda t: t["objective"]) if done and best else None
+    sweep = {"format": layout.SWEEP_FORMAT, "name": name, "method": method, "space": space,
+             "objective": {"metric": metric, "mode": mode, "score": "fold mean at the mean curve's best epoch"
+                           if kfold else "the best epoch's value"},
+             "seeds": seeds, "trials": records,
+             "best": None if top is None else {"trial": top["id"], "objective": top["objective"],
+                                               "objective_std": top["objective_std"], "params": top["params"]}}
+    runs.write_json(path / layout.SWEEP_JSON, layout.Sweep.from_dict(sweep).to_dict())
+    if top is not None:
+        best_config = runs.read_run(path / top["runs"][0]).config
+        runs.write_yaml(path / layout.BEST_CONFIG, {**best_config, "name": name})
+    return path
+
+
+def heavy_imports(*commands: list) -> list[str]:
+    """Run each `kexp ARGS` command (a list of arguments) in one fresh interpreter through Typer's
+    runner, each of which must exit 0, and return the heavy modules that were imported by then
+    (tensorflow, keras, matplotlib, numpy): the readers (`compare`, `show`) import none of them."""
+    code = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from kexp.cli import app\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "print(json.dumps(sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'numpy') if m in sys.modules)))\n"
+    )
+    commands_json = json.dumps([[str(arg) for arg in command] for command in commands])
+    done = subprocess.run([sys.executable, "-c", code, commands_json], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def render(renderable, width: int = 100) -> str:

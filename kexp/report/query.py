@@ -28,6 +28,7 @@ from kexp.report.rows import (
     canonical_key,
     make_row,
     resume_hint,
+    run_label,
 )
 
 _SLACK = 2  # --last N reads N + this many of the newest folders, in case start times and names disagree
@@ -50,6 +51,9 @@ def load_rows(paths: Sequence[str | Path], newest: int | None = None) -> tuple[l
     found = runs.find_runs(list(paths))
     if not found:
         shown = ", ".join(str(p) for p in paths)
+        if all(runs.is_sweep_folder(Path(p)) for p in paths):
+            raise RunError(f"{shown}: a sweep folder without trial run folders yet (its trials go under "
+                           f"trials/; kexp show {shown} shows its state)")
         raise RunError(f"{shown}: no kexp run folders found (a run folder holds status.json and config.yaml)")
     if newest is not None and all(STAMP.match(p.name) for p in found):
         found = sorted(found, key=lambda p: (p.name[:16], str(p)))
@@ -67,8 +71,25 @@ def load_rows(paths: Sequence[str | Path], newest: int | None = None) -> tuple[l
         rows.append(make_row(record))
         if want and len(rows) >= want:
             break
-    rows.sort(key=lambda r: (r.fields["started"] or "", r.record.name))
-    return rows, warnings
+    return grouped(rows), warnings
+
+
+def grouped(rows: Sequence[RunRow]) -> list[RunRow]:
+    """Oldest first, each sweep's trials together (where its first trial started), in trial order."""
+    first: dict[str, str] = {}
+    for row in rows:
+        sweep = row.fields["sweep"]
+        if sweep is not None:
+            started = row.fields["started"] or ""
+            first[sweep] = min(first.get(sweep, started), started)
+
+    def order(row: RunRow) -> tuple[str, str, str, str]:
+        sweep = row.fields["sweep"]
+        if sweep is None:
+            return row.fields["started"] or "", "", "", row.record.name
+        return first[sweep], sweep, run_label(row.record.name), row.record.name
+
+    return sorted(rows, key=order)
 
 
 def _known_keys(rows: Sequence[RunRow]) -> list[str]:
@@ -350,7 +371,8 @@ def compare(paths: Sequence[str | Path], *, sort: str | None = None, ascending: 
         chosen = list(dict.fromkeys(columns))
     else:
         chosen = [c for c in DEFAULT_COLUMNS
-                  if c != "metric" or len({r.fields["metric"] for r in kept}) > 1]
+                  if (c != "metric" or len({r.fields["metric"] for r in kept}) > 1)
+                  and (c != "sweep" or any(r.fields["sweep"] for r in kept))]
         chosen += differing
     return Comparison(rows=kept, columns=chosen, config_columns=differing, warnings=warnings, total=total,
                       explicit_columns=bool(columns))

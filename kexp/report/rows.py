@@ -41,6 +41,8 @@ class Column:
 # The built-in columns, in default order. `metric` is shown by default only when runs differ in it.
 COLUMNS: dict[str, Column] = {c.key: c for c in (
     Column("run", "run", "the run folder's name (table: without its UTC time stamp)"),
+    Column("sweep", "sweep", "the sweep folder the run is a trial of (kexp sweep), else empty; shown when "
+                             "some run is one"),
     Column("command", "cmd", "train or kfold"),
     Column("dataset", "dataset", "dataset name"),
     Column("scheme", "scheme", "holdout or kfold"),
@@ -60,7 +62,7 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
     Column("started", "started", "start time (UTC)"),
     Column("path", "path", "the run folder"),
 )}
-DEFAULT_COLUMNS = ("run", "command", "dataset", "scheme", "status", "epochs", "best_epoch", "metric",
+DEFAULT_COLUMNS = ("run", "sweep", "command", "dataset", "scheme", "status", "epochs", "best_epoch", "metric",
                    "val_best", "val_last", "test", "chance", "baseline", "margin", "duration")
 MAIN_METRIC_COLUMNS = ("val_best", "val_last", "test", "chance", "baseline")
 
@@ -225,6 +227,8 @@ def make_row(record: runs.RunRecord) -> RunRow:
     row = RunRow(record=record, config=None if config is None else flatten(config), metrics=metrics)
     f = row.fields
     f["run"] = record.name
+    sweep = runs.sweep_of(record.path)
+    f["sweep"] = sweep.name if sweep is not None else None
     f["command"] = status.get("command") or metrics.command
     f["dataset"] = metrics.dataset or get(config, "dataset", "name")
     f["scheme"] = metrics.scheme or get(config, "validation", "scheme")
@@ -340,8 +344,12 @@ def _best_epoch(curve: list, mode: str, smoothing: dict | None) -> int:
 
 
 def resume_hint(row: RunRow) -> str | None:
-    """For an interrupted K-fold run: what finished, and the command that finishes it."""
+    """For an interrupted K-fold run: what finished, and the command that finishes it; for an
+    interrupted trial of a sweep, the command that finishes the sweep."""
     partial = row.metrics.partial
+    if row.fields["status"] in ("interrupted", "incomplete") and row.fields.get("sweep"):
+        sweep = row.record.path.parent.parent
+        return f"{row.record.path}: {row.fields['status']} trial; finish its sweep with: kexp sweep --resume {sweep}"
     if row.fields["status"] not in ("interrupted", "incomplete") or not isinstance(partial, dict):
         return None
     done, total = partial.get("folds_done"), partial.get("folds_total")

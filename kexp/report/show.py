@@ -12,17 +12,21 @@ from kexp.layout import Metrics
 from kexp.report import view
 from kexp.report.numbers import format_duration, format_number, number
 from kexp.report.rows import RunRow, make_row, resume_hint
+from kexp.report.sweep import leaderboard
 from kexp.report.table import STATUS_STYLES
 
 
 def show(path: str | Path):
     """One run in full as a Rich renderable: status, metrics, folds, baseline, diagnostics, config,
-    files. Partial folders show what they have. RunError when `path` is not a run folder."""
+    files; for a sweep folder, its leaderboard (kexp.report.sweep). Partial folders show what they
+    have. RunError when `path` is neither."""
     from rich.console import Group
     from rich.rule import Rule
     from rich.text import Text
 
     path = Path(path)
+    if path.is_dir() and runs.is_sweep_folder(path):
+        return leaderboard(path)
     if not path.is_dir() or not runs.is_run_folder(path):
         raise RunError(f"{path}: not a kexp run folder (it has no status.json)")
     record = runs.read_run(path)
@@ -77,8 +81,12 @@ def facts(row: RunRow):
     if isinstance(partial, dict):
         total = partial.get("folds_total")
         grid.add_row("finished", Text(f"{partial.get('folds_done')} of {total if total else '?'} folds"))
+    sweep = record.path.parent.parent if row.fields.get("sweep") else None
+    if sweep is not None:
+        grid.add_row("sweep", Text(f"a trial of {sweep} (its leaderboard: kexp show {sweep})"))
     if resume_hint(row):
-        grid.add_row("resume", Text(f"kexp kfold --resume {record.path}"))
+        grid.add_row("resume", Text(f"kexp sweep --resume {sweep}" if sweep is not None
+                                    else f"kexp kfold --resume {record.path}"))
     outputs = metrics.output_list()
     if len(outputs) > 1:
         grid.add_row("outputs", Text(", ".join(f"{name} ({info.task or '?'}, main metric {info.main_metric or '?'})"

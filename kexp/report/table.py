@@ -16,7 +16,7 @@ from kexp.report.rows import COLUMNS, run_label
 
 def format_cell(column: str, value: Any, std: float | None = None) -> str:
     """The text of one table / markdown cell."""
-    if column == "run":
+    if column in ("run", "sweep"):
         return run_label(str(value)) if value else "-"
     if column == "duration":
         return format_duration(value)
@@ -102,7 +102,7 @@ def run_labels(names: Sequence[str]) -> list[str]:
     return [stem if counts[stem] == 1 else rest for stem, rest in zip(stems, rests)]
 
 
-_TEXT_COLUMNS = ("run", "command", "dataset", "scheme", "status", "metric", "path", "started")
+_TEXT_COLUMNS = ("run", "sweep", "command", "dataset", "scheme", "status", "metric", "path", "started")
 _SHARED_COLUMNS = ("command", "dataset", "scheme", "status", "metric")
 _RUN_WIDTH = 24  # longer run names fold
 _CONFIG_WIDTH = 14  # longer config values fold
@@ -224,7 +224,7 @@ class CompareTable:
 
         def natural(column: str) -> int:
             longest = max([len(line) for line in heads[column].splitlines()] + [len(t) for t in cells[column]])
-            if column == "run":
+            if column in ("run", "sweep"):
                 return min(longest, _RUN_WIDTH)
             return min(longest, _CONFIG_WIDTH) if column in config_columns else longest
 
@@ -258,7 +258,7 @@ class CompareTable:
         elif sum(natural(c) + gap for c in columns) - gap > width:
             abbreviate()
         widths = [natural(c) for c in columns]
-        foldable = [c in ("run", "dataset", "path", "started") or c in config_columns for c in columns]
+        foldable = [c in ("run", "sweep", "dataset", "path", "started") or c in config_columns for c in columns]
         _shrink(widths, foldable, width - gap * (len(columns) - 1))
         legend = {}
         for column in columns:
@@ -284,8 +284,10 @@ def _unshared(comparison: Comparison) -> tuple[list[str], list[str]]:
     implied = all(_IMPLIED_SCHEME.get(r.fields["command"]) == r.fields["scheme"] for r in rows)
     if "scheme" in columns and implied:
         columns.remove("scheme")  # `train` is always holdout, `kfold` always kfold
-    for column in _SHARED_COLUMNS if len(rows) > 1 else ():
-        values = {str(r.fields.get(column)) for r in rows}
+    shareable = (("sweep",) if "sweep" in columns else ()) + _SHARED_COLUMNS  # trials of one sweep: said once
+    for column in shareable if len(rows) > 1 else ():
+        values = {format_cell(column, r.fields.get(column)) if column == "sweep" else str(r.fields.get(column))
+                  for r in rows}
         if len(values) == 1:
             shared.append(f"{column} {values.pop()}")
             if column in columns:

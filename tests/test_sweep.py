@@ -1,0 +1,179 @@
+"""kexp.sweep and `kexp sweep`: trials as run folders, objectives from fold means, resume, best.yaml."""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_runner import invoke, stderr_of
+from helpers import TINY_CONFIG
+
+from kexp import layout
+from kexp.config import load_config
+from kexp.errors import Interrupted
+from kexp.runs import read_json, read_run
+from kexp.sweep import SweepObserver, objective_of, run_sweep
+
+SWEEP = {**yaml.safe_load(TINY_CONFIG), "validation": {"scheme": "kfold", "n_splits": 2},
+         "search": {"method": "grid", "space": {"model.layers.0.units": [4, 8]}, "objective": "val_loss"}}
+
+
+def write(tmp_path: Path, data: dict, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def sweep_of(tmp_path: Path, data: dict = SWEEP, **kwargs):
+    path = write(tmp_path, data)
+    return run_sweep(load_config(path), config_path=path, runs_dir=tmp_path / "runs", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny K-fold grid sweep (2 trials x 2 folds x 2 epochs), read by several tests."""
+    return sweep_of(tmp_path_factory.mktemp("sweep"))
+
+
+def _trial_metrics(sweep_path: Path, trial: dict) -> dict:
+    return read_json(sweep_path / trial["runs"][0] / layout.METRICS)
+
+
+def test_every_trial_is_a_complete_run_folder_scored_on_its_fold_mean(finished):
+    record = read_json(finished.path / layout.SWEEP_JSON)
+    assert finished.status == "completed" and read_run(finished.path).status == "completed"
+    assert record["format"] == layout.SWEEP_FORMAT and record["method"] == "grid"
+    assert sorted(t["params"]["model.layers.0.units"] for t in record["trials"]) == [4, 8]
+    for trial in record["trials"]:
+        assert trial["status"] == "completed" and len(trial["runs"]) == 1
+        run = finished.path / trial["runs"][0]
+        assert run.parent == finished.path / layout.TRIALS_DIR and read_run(run).status == "completed"
+        metrics = _trial_metrics(finished.path, trial)
+        assert len(metrics["folds"]) == 2
+        # the K-fold objective: the fold mean at the mean curve's best epoch, with its std across folds
+        assert trial["objective"] == pytest.approx(metrics["validation"]["best"]["loss"])
+        assert trial["objective_std"] == pytest.approx(metrics["validation"]["best_std"]["loss"])
+        assert trial["best_epoch"] == metrics["best_epoch"]
+        assert trial["epochs_trained"] == sum(f["epochs_run"] for f in metrics["folds"])
+    best = min(record["trials"], key=lambda t: t["objective"])
+    assert record["best"]["trial"] == best["id"] and record["objective"]["mode"] == "min"
+
+
+def test_the_best_config_file_runs_as_a_plain_config_and_reproduces_the_best_trial(finished, tmp_path):
+    record = read_json(finished.path / layout.SWEEP_JSON)
+    best = next(t for t in record["trials"] if t["id"] == record["best"]["trial"])
+    config = load_config(finished.path / layout.BEST_CONFIG)
+    assert config.search is None
+    assert config.model.layers[0]["units"] == best["params"]["model.layers.0.units"]
+    result = invoke("kfold", finished.path / layout.BEST_CONFIG, "--runs-dir", tmp_path / "again", "--quiet")
+    assert result.exit_code == 0, result.output
+    again = read_json(next((tmp_path / "again").iterdir()) / layout.METRICS)
+    assert again["validation"]["best"]["loss"] == pytest.approx(best["objective"], abs=1e-6)
+
+
+def test_objective_of_reads_the_best_epoch_value_and_its_fold_std():
+    kfold = {"best_epoch": 3, "validation": {"best": {"mae": 2.5}, "best_std": {"mae": 0.25}, "last": {"mae": 3.0}}}
+    assert objective_of(kfold, "val_mae") == (2.5, 0.25)
+    holdout = {"best_epoch": 2, "validation": {"best": {"accuracy": 0.9}, "last": {"accuracy": 0.8}}}
+    assert objective_of(holdout, "val_accuracy") == (0.9, None)
+    assert objective_of({"best_epoch": None, "validation": {"last": {"mae": 1.0}}}, "val_mae") == (1.0, None)
+    assert objective_of({"best_epoch": 1, "validation": {"best": {"mae": float("nan")}}}, "val_mae") == (None, None)
+
+
+def test_two_workers_give_the_same_sweep_as_one(finished, tmp_path):
+    two = sweep_of(tmp_path, workers=2)
+    one = read_json(finished.path / layout.SWEEP_JSON)
+    by_id = {t["id"]: t for t in read_json(two.path / layout.SWEEP_JSON)["trials"]}
+    for trial in one["trials"]:
+        assert by_id[trial["id"]]["params"] == trial["params"]
+        assert by_id[trial["id"]]["objective"] == trial["objective"]
+        assert by_id[trial["id"]]["objective_std"] == trial["objective_std"]
+
+
+def test_resume_recomputes_no_finished_trial_or_fold(tmp_path):
+    done = sweep_of(tmp_path)
+    record = read_json(done.path / layout.SWEEP_JSON)
+    first, last = record["trials"]
+    kept_trial = done.path / first["runs"][0] / layout.METRICS
+    last_run = done.path / last["runs"][0]
+    kept_fold = last_run / "folds" / "r0-f0" / layout.HISTORY
+    stamps = (kept_trial.stat().st_mtime_ns, kept_fold.stat().st_mtime_ns)
+    # as if killed during the last trial's second fold
+    (last_run / "folds" / "r0-f1" / layout.METRICS).unlink()
+    (last_run / layout.METRICS).unlink()
+    for folder in (last_run, done.path):
+        status = read_json(folder / layout.STATUS) | {"status": "interrupted"}
+        (folder / layout.STATUS).write_text(json.dumps(status))
+    last.update(status="running", objective=None)
+    record["best"] = None
+    (done.path / layout.SWEEP_JSON).write_text(json.dumps(record))
+
+    result = invoke("sweep", "--resume", done.path, "--quiet")
+    assert result.exit_code == 0, result.output
+    resumed = read_json(done.path / layout.SWEEP_JSON)
+    assert [t["status"] for t in resumed["trials"]] == ["completed", "completed"]
+    assert resumed["trials"][1]["runs"] == last["runs"]  # the same run folder, finished
+    assert (kept_trial.stat().st_mtime_ns, kept_fold.stat().st_mtime_ns) == stamps
+    assert (last_run / "folds" / "r0-f1" / layout.METRICS).exists()
+    assert resumed["trials"][1]["objective"] == pytest.approx(read_json(last_run / layout.METRICS)
+                                                              ["validation"]["best"]["loss"])
+    assert read_run(done.path).status == "completed"
+
+
+def test_ctrl_c_marks_the_sweep_and_its_running_trial_interrupted(tmp_path):
+    stop = threading.Event()
+
+    class StopAfterFirstTrial(SweepObserver):
+        def trial_end(self, trial):
+            stop.set()  # what the CLI's SIGINT handler does: the next epoch end raises KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="kexp sweep --resume"):
+        sweep_of(tmp_path, observer=StopAfterFirstTrial(), stop=stop)
+    folder = next((tmp_path / "runs").iterdir())
+    assert read_run(folder).status == "interrupted"
+    statuses = [t["status"] for t in read_json(folder / layout.SWEEP_JSON)["trials"]]
+    assert statuses == ["completed", "interrupted"]
+
+
+def test_a_trial_whose_loss_diverges_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    data = {**SWEEP, "search": {"space": {"compile.optimizer.learning_rate": [1e30, 0.01]}, "objective": "val_loss"}}
+    result = sweep_of(tmp_path, data)
+    trials = {t["params"]["compile.optimizer.learning_rate"]: t for t in result.sweep["trials"]}
+    assert trials[1e30]["status"] == "failed" and "NaN" in trials[1e30]["error"]
+    assert trials[0.01]["status"] == "completed" and result.sweep["best"]["trial"] == trials[0.01]["id"]
+
+
+def test_train_and_kfold_refuse_a_sweep_config(tmp_path):
+    path = write(tmp_path, SWEEP)
+    for command in ("kfold", "train"):
+        result = invoke(command, path, "--runs-dir", tmp_path / "runs")
+        assert result.exit_code == 2, result.output
+        assert "search:" in stderr_of(result) and "kexp sweep" in stderr_of(result)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_config_without_search_is_refused_by_sweep(tmp_path):
+    path = write(tmp_path, {k: v for k, v in SWEEP.items() if k != "search"})
+    result = invoke("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "search: missing" in stderr_of(result)
+
+
+def test_a_trial_that_cannot_build_is_reported_before_anything_trains(tmp_path):
+    data = {**SWEEP, "search": {"space": {"model.layers.1.units": [3, 5]}, "objective": "val_loss"}}
+    result = invoke("sweep", write(tmp_path, data), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert "model.layers.1.units" in stderr_of(result) and "5" in stderr_of(result)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_sweep_command_shows_each_trial_and_ends_with_the_leaderboard(tmp_path):
+    result = invoke("sweep", write(tmp_path, SWEEP), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "trial t000 (1/2): model.layers.0.units=" in out and "trial t001 (2/2)" in out
+    assert "trial t000: objective " in out and "trial t001: objective " in out  # both scored
+    assert "leaderboard" in out and "best.yaml" in out
+    folder = next((tmp_path / "runs").iterdir())
+    assert "-sweep-" in folder.name
+    assert (folder / layout.BEST_CONFIG).exists()
