@@ -31,9 +31,10 @@ Every file gets 0666 less the umask, like any file the user makes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
+
+from kexp.records import INT, MAPPING, TEXT, Record, dict_of, list_of, object_of
 
 STATUS = "status.json"
 CONFIG_YAML = "config.yaml"
@@ -102,10 +103,6 @@ retrained model: `final_model`, final/, final_history.csv."""
 
 NOT_METRICS = frozenset({"learning_rate", "lr"})  # logged by ReduceLROnPlateau & co: history.csv only
 
-_KEYS = "keys"  # the field of every record below that keeps the JSON keys in their order
-_EXTRA = "extra"  # ... and the one that keeps unknown keys (forward compatibility)
-
-
 def _scores(value: Any) -> dict[str, Any] | None:
     """One metric dict (metric name -> value), without the values that are no metrics."""
     if not isinstance(value, dict):
@@ -115,138 +112,6 @@ def _scores(value: Any) -> dict[str, Any] | None:
     return {k: v for k, v in value.items() if k not in NOT_METRICS}
 
 
-def _dump(value: Any) -> Any:
-    if isinstance(value, _Record):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {k: _dump(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_dump(v) for v in value]
-    return value
-
-
-class _Record:
-    """A JSON object as a frozen record: its known keys are typed fields (the class's annotations, in
-    order, each defaulting to None), its unknown keys stay in `extra`, and `keys` remembers the order
-    it was read in, so that `from_dict(d).to_dict() == d`. A value of the wrong type is kept as an
-    unknown one (the field reads None): a damaged file is read as far as it goes and written back
-    unchanged. Frozen and compared by value like a frozen dataclass, without the ~2 ms per class that
-    building a dataclass costs at import (`kexp compare` imports this module)."""
-
-    _READ: ClassVar[dict[str, Any]] = {}  # field -> its JSON type(s), or a converter (None: not that type)
-    _NAMES: ClassVar[tuple[str, ...]] = ()  # the fields, in the format's order (set per class)
-    _KNOWN: ClassVar[frozenset[str]] = frozenset()
-    _ALWAYS: ClassVar[frozenset[str]] = frozenset()  # fields written even when None (as null)
-    keys: tuple[str, ...] | None = None  # the JSON keys as read, in order; None: built in code
-    extra: dict[str, Any]  # unknown keys -> their values
-
-    def __init__(self, *, keys: tuple[str, ...] | None = None, extra: dict[str, Any] | None = None, **values: Any):
-        unknown = set(values) - self._known()
-        if unknown:
-            raise TypeError(f"{type(self).__name__}: no field {', '.join(sorted(unknown))}")
-        self.__dict__.update(values, keys=keys, extra=dict(extra or {}))
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen: use .replace({name}=...)")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self._names()) and self.extra == other.extra
-
-    __hash__ = None  # type: ignore[assignment]  # holds dicts, like a frozen dataclass with dict fields
-
-    def __repr__(self) -> str:
-        shown = [f"{n}={getattr(self, n)!r}" for n in self._names() if getattr(self, n) is not None]
-        return f"{type(self).__name__}({', '.join(shown + ([f'extra={self.extra!r}'] if self.extra else []))})"
-
-    def replace(self, **changes: Any):
-        """A copy with some fields changed (its key order kept; a new field is written after the others)."""
-        values = {n: getattr(self, n) for n in self._names() if n in self.__dict__}
-        return type(self)(**{**values, **changes}, keys=self.keys, extra=self.extra)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        names = tuple(n for n in cls.__dict__.get("__annotations__", {}) if not n.startswith("_"))
-        type.__setattr__(cls, "_NAMES", names)
-        type.__setattr__(cls, "_KNOWN", frozenset(names))
-
-    @classmethod
-    def from_dict(cls, data: Any):
-        """The record of a JSON object (anything else reads as an empty one); never raises."""
-        if not isinstance(data, dict):
-            data = {}
-        known, read_of = cls._KNOWN, cls._READ
-        values: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known:
-                extra[key] = value
-                continue
-            read = read_of.get(key) if value is not None else None
-            if read is None:
-                values[key] = value
-            elif read.__class__ is type or read.__class__ is tuple:  # a plain type: checked, kept as it is
-                if isinstance(value, read):
-                    values[key] = value
-                else:
-                    extra[key] = value
-            else:
-                converted = read(value)
-                if converted is None:
-                    extra[key] = value
-                else:
-                    values[key] = converted
-        record = object.__new__(cls)  # the fields not in `data` read their class defaults (None)
-        record.__dict__.update(values, extra=extra, keys=tuple(data))
-        return record
-
-    @classmethod
-    def _names(cls) -> tuple[str, ...]:
-        """The JSON keys this record knows, in the format's order."""
-        return cls._NAMES
-
-    @classmethod
-    def _known(cls) -> frozenset[str]:
-        return cls._KNOWN
-
-    def _order(self) -> tuple[str, ...]:
-        return self._names()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object, keys in the order read (or the format's own order for a new record)."""
-        names = set(self._order())
-        if self.keys is None:
-            order = [k for k in self._order() if getattr(self, k) is not None or k in self._ALWAYS]
-        else:
-            order = list(self.keys) + [k for k in self._order() if k not in self.keys and getattr(self, k) is not None]
-        order += [k for k in self.extra if k not in order]
-        extra = self.extra
-        return {key: _dump(extra[key] if key in extra or key not in names else getattr(self, key)) for key in order}
-
-
-def _object(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A record's reader for a value that must be a JSON object (anything else is kept as it is)."""
-    return lambda value: read(value) if isinstance(value, dict) else None
-
-
-def _dict_of(read: Callable[[Any], Any]) -> Callable[[Any], dict | None]:
-    return lambda value: {k: read(v) if isinstance(v, dict) else v for k, v in value.items()} \
-        if isinstance(value, dict) else None
-
-
-def _list_of(read: Callable[[Any], Any]) -> Callable[[Any], list | None]:
-    return lambda value: [read(v) if isinstance(v, dict) else v for v in value] if isinstance(value, list) else None
-
-
-_text = str  # a field holding text
-_int = (int, float)  # a count or an epoch: an int (a float from another writer is kept as it is)
-_mapping = dict  # a field holding a JSON object kept as it is
-
-
 def _upgraded(data: Any) -> Any:
     """A validation/train dict of format 1 (`final`, `final_std`: the last epoch) in format 2's words."""
     if isinstance(data, dict) and "final" in data and "last" not in data:
@@ -254,7 +119,7 @@ def _upgraded(data: Any) -> Any:
     return data
 
 
-class Section(_Record):
+class Section(Record):
     """`validation` or `train`: metric name (validation names without `val_`) -> value at the last
     and at the best epoch; K-fold: the mean over folds, with `*_std` the std across folds (ddof=0)."""
 
@@ -265,24 +130,24 @@ class Section(_Record):
     best_epoch_source: str | None = None  # "mean_curve": K-fold best = the mean curve's best epoch
 
     _READ: ClassVar[dict] = {"last": _scores, "best": _scores, "best_std": _scores, "last_std": _scores,
-                             "best_epoch_source": _text}
+                             "best_epoch_source": TEXT}
 
     @classmethod
     def from_dict(cls, data: Any):
         return super().from_dict(_upgraded(data))
 
 
-class Output(_Record):
+class Output(Record):
     """One output of the model: its main metric as Keras logs it (`price_mae`) and its task."""
 
     main_metric: str | None = None
     task: str | None = None
 
-    _READ: ClassVar[dict] = {"main_metric": _text, "task": _text}
+    _READ: ClassVar[dict] = {"main_metric": TEXT, "task": TEXT}
     _ALWAYS: ClassVar[frozenset[str]] = frozenset({"main_metric", "task"})
 
 
-class FoldMetrics(_Record):
+class FoldMetrics(Record):
     """One split's result: folds/<id>/metrics.json, and one item of `folds` in metrics.json."""
 
     id: str | None = None
@@ -298,13 +163,13 @@ class FoldMetrics(_Record):
     duration_s: float | None = None
     stop_reason: str | None = None
 
-    _READ: ClassVar[dict] = {"id": _text, "repeat": _int, "fold": _int, "n_train": _int, "n_val": _int,
-                             "seed": _int, "epochs_run": _int, "best_epoch": _int,
-                             "validation": _object(Section.from_dict), "train": _object(Section.from_dict),
-                             "stop_reason": _text}
+    _READ: ClassVar[dict] = {"id": TEXT, "repeat": INT, "fold": INT, "n_train": INT, "n_val": INT,
+                             "seed": INT, "epochs_run": INT, "best_epoch": INT,
+                             "validation": object_of(Section.from_dict), "train": object_of(Section.from_dict),
+                             "stop_reason": TEXT}
 
 
-class Baseline(_Record):
+class Baseline(Record):
     """The common-sense baseline of one output on validation (and test): what it predicts, its
     scores, and the model's margin over it (positive when the model is better)."""
 
@@ -321,11 +186,11 @@ class Baseline(_Record):
     test_model: float | None = None
     error: str | None = None  # the baseline could not be computed
 
-    _READ: ClassVar[dict] = {"output": _text, "task": _text, "metric": _text, "validation": _scores,
-                             "test": _scores, "error": _text}
+    _READ: ClassVar[dict] = {"output": TEXT, "task": TEXT, "metric": TEXT, "validation": _scores,
+                             "test": _scores, "error": TEXT}
 
 
-class Curve(_Record):
+class Curve(Record):
     """K-fold: the monitored metric's mean curve over folds, its std, the smoothed curve (or null)
     and the best epoch chosen on it."""
 
@@ -340,7 +205,7 @@ class Curve(_Record):
     _ALWAYS: ClassVar[frozenset[str]] = frozenset({"smoothed", "best_epoch"})
 
 
-class FinalModel(_Record):
+class FinalModel(Record):
     """The model retrained on all training data: its epochs, samples and last-epoch training metrics."""
 
     epochs: int | None = None
@@ -350,7 +215,7 @@ class FinalModel(_Record):
     _READ: ClassVar[dict] = {"train": _scores}
 
 
-class Diagnostics(_Record):
+class Diagnostics(Record):
     best_epoch: int | None = None
     overfit_epoch: int | None = None
     sentence: str | None = None
@@ -358,7 +223,7 @@ class Diagnostics(_Record):
     _ALWAYS: ClassVar[frozenset[str]] = frozenset({"best_epoch", "overfit_epoch", "sentence"})
 
 
-class Metrics(_Record):
+class Metrics(Record):
     """metrics.json. Every field may be None (an old, partial or damaged file); `keys` keeps the order
     of the keys read, `extra` the keys this version does not know, so that
     `Metrics.from_dict(d).to_dict() == d` for any format-2 `d` (a format-1 `d` comes back in format 2's
@@ -391,14 +256,14 @@ class Metrics(_Record):
     partial: dict[str, Any] | None = None  # never written: what a reader found of an unfinished K-fold
 
     _READ: ClassVar[dict] = {
-        "format": _int, "command": _text, "dataset": _text, "scheme": _text, "monitor": _text, "mode": _text,
-        "main_metric": _text, "outputs": _dict_of(Output.from_dict), "directions": _mapping, "stop_reason": _text,
-        "folds": _list_of(FoldMetrics.from_dict), "preprocessing": _text, "epochs_run": _int, "best_epoch": _int,
-        "validation": _object(Section.from_dict), "train": _object(Section.from_dict),
-        "curve": _object(Curve.from_dict), "curves": _mapping, "durations": _mapping,
-        "final_model": _object(FinalModel.from_dict), "test": _scores, "baseline": _object(Baseline.from_dict),
-        "baselines": _dict_of(Baseline.from_dict), "diagnostics": _object(Diagnostics.from_dict),
-        "partial": _mapping,
+        "format": INT, "command": TEXT, "dataset": TEXT, "scheme": TEXT, "monitor": TEXT, "mode": TEXT,
+        "main_metric": TEXT, "outputs": dict_of(Output.from_dict), "directions": MAPPING, "stop_reason": TEXT,
+        "folds": list_of(FoldMetrics.from_dict), "preprocessing": TEXT, "epochs_run": INT, "best_epoch": INT,
+        "validation": object_of(Section.from_dict), "train": object_of(Section.from_dict),
+        "curve": object_of(Curve.from_dict), "curves": MAPPING, "durations": MAPPING,
+        "final_model": object_of(FinalModel.from_dict), "test": _scores, "baseline": object_of(Baseline.from_dict),
+        "baselines": dict_of(Baseline.from_dict), "diagnostics": object_of(Diagnostics.from_dict),
+        "partial": MAPPING,
     }
     _ALWAYS: ClassVar[frozenset[str]] = frozenset({"stop_reason", "final_model", "test"})
 
@@ -460,7 +325,7 @@ def read_fold_metrics(path: str | Path, problems: list[str] | None = None) -> Fo
 
 
 # --------------------------------------------------------------------------- sweep.json
-class Objective(_Record):
+class Objective(Record):
     """sweep.json `objective`: the validation metric scored (`val_mae`), its direction, and in words
     how a run's score is read (`score`)."""
 
@@ -468,10 +333,10 @@ class Objective(_Record):
     mode: str | None = None  # "min" or "max"; null until the first trial says
     score: str | None = None
 
-    _READ: ClassVar[dict] = {"metric": _text, "mode": _text, "score": _text}
+    _READ: ClassVar[dict] = {"metric": TEXT, "mode": TEXT, "score": TEXT}
 
 
-class Trial(_Record):
+class Trial(Record):
     """One item of sweep.json `trials` (see SWEEP_FORMAT): a point of the space and its result."""
 
     id: str | None = None  # t000, t001, ... in trial order
@@ -487,12 +352,12 @@ class Trial(_Record):
     duration_s: float | None = None
     error: str | None = None
 
-    _READ: ClassVar[dict] = {"id": _text, "params": _mapping, "status": _text, "runs": list, "objective": _int,
-                             "objective_std": _int, "best_epoch": _int, "overfit_epoch": _int, "margin": _int,
-                             "epochs_trained": _int, "duration_s": _int, "error": _text}
+    _READ: ClassVar[dict] = {"id": TEXT, "params": MAPPING, "status": TEXT, "runs": list, "objective": INT,
+                             "objective_std": INT, "best_epoch": INT, "overfit_epoch": INT, "margin": INT,
+                             "epochs_trained": INT, "duration_s": INT, "error": TEXT}
 
 
-class SweepBest(_Record):
+class SweepBest(Record):
     """sweep.json `best`: the best completed trial so far."""
 
     trial: str | None = None
@@ -500,10 +365,10 @@ class SweepBest(_Record):
     objective_std: float | None = None
     params: dict[str, Any] | None = None
 
-    _READ: ClassVar[dict] = {"trial": _text, "objective": _int, "objective_std": _int, "params": _mapping}
+    _READ: ClassVar[dict] = {"trial": TEXT, "objective": INT, "objective_std": INT, "params": MAPPING}
 
 
-class Sweep(_Record):
+class Sweep(Record):
     """sweep.json (SWEEP_FORMAT above). Every field may be None (a sweep being written, or a damaged
     file); unknown keys are kept in `extra`."""
 
@@ -516,9 +381,9 @@ class Sweep(_Record):
     trials: list[Trial] | None = None
     best: SweepBest | None = None
 
-    _READ: ClassVar[dict] = {"format": _int, "name": _text, "space": _mapping,
-                             "objective": _object(Objective.from_dict), "seeds": _int,
-                             "trials": _list_of(Trial.from_dict), "best": _object(SweepBest.from_dict)}
+    _READ: ClassVar[dict] = {"format": INT, "name": TEXT, "space": MAPPING,
+                             "objective": object_of(Objective.from_dict), "seeds": INT,
+                             "trials": list_of(Trial.from_dict), "best": object_of(SweepBest.from_dict)}
 
     def trial_list(self) -> list[Trial]:
         """The trials that could be read (a damaged item is left out), in trial order."""
