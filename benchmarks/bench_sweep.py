@@ -1,0 +1,75 @@
+"""Boston 24-point grid, each point scored by 4-fold CV: the hand-written loop against `kexp sweep`.
+
+    python benchmarks/bench_sweep.py [--epochs 100] [--workers 2]
+
+Runs `../shared/reference/boston_grid_baseline.py` (units {32, 64} x 1 or 2 hidden layers x learning
+rate {1e-3, 3e-3, 1e-2} x batch {16, 32}; a point's score is the fold mean of the validation MAE curve
+at its best epoch), then `kexp sweep configs/boston_sweep.yaml` (the same grid, folds and epochs) with
+`--workers 1` and `--workers N`, whole process against whole process, one after another. Prints the
+wall times, the speed-up over the reference (target >= 5x), the parallel efficiency from 1 to N
+workers (target >= 90%: time(1) / (N x time(N))), and each one's best point with its score (kexp:
+mean ± std over folds; the same best point within one std is the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import last_json, measure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def point_of(params: dict) -> dict:
+    """A kexp trial's parameters in the reference's words."""
+    layers = params["model.layers"]
+    return {"units": layers[0]["units"], "layers": len(layers) - 1,
+            "learning_rate": params["compile.optimizer.learning_rate"], "batch_size": params["training.batch_size"]}
+
+
+def kexp(args, workers: int) -> tuple[dict, dict]:
+    from kexp.layout import read_sweep
+
+    with tempfile.TemporaryDirectory() as runs:
+        result = measure([sys.executable, "-m", "kexp", "sweep", str(ROOT / "configs" / "boston_sweep.yaml"),
+                          "--quiet", "--runs-dir", runs, "--workers", str(workers),
+                          "--set", f"training.epochs={args.epochs}"], env={"KEXP_DATA_DIR": args.data_dir})
+        sweep = read_sweep(next(Path(runs).iterdir())).to_dict()
+    return result, sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"))
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    sweeps = {}
+    for workers in (1, args.workers):  # kexp first: a mistake shows before the reference's long run
+        sweeps[workers] = kexp(args, workers)
+        print(f"kexp -j{workers}: {sweeps[workers][0]['wall_s']:.1f} s", flush=True)
+    ref = measure([sys.executable, str(Path(args.reference) / "boston_grid_baseline.py"), "--data-dir",
+                   args.data_dir, "--epochs", str(args.epochs), "--seed", "0"])
+    reference = last_json(ref["stdout"])
+    print(f"reference {ref['wall_s']:8.1f} s  best {reference['best']}")
+    for workers, (result, sweep) in sweeps.items():
+        best = next(t for t in sweep["trials"] if t["id"] == sweep["best"]["trial"])
+        ref_score = next(p["val_mae"] for p in reference["points"]
+                         if all(p[k] == v for k, v in point_of(best["params"]).items()))
+        print(f"kexp -j{workers:<3} {result['wall_s']:8.1f} s  {ref['wall_s'] / result['wall_s']:5.2f}x  best "
+              f"{point_of(best['params'])} val MAE {best['objective']:.3f} ± {best['objective_std']:.3f} "
+              f"(the reference scored that point {ref_score:.3f})")
+    one, many = sweeps[1][0]["wall_s"], sweeps[args.workers][0]["wall_s"]
+    print(f"speed-up over the reference: {ref['wall_s'] / one:.2f}x (-j1), {ref['wall_s'] / many:.2f}x "
+          f"(-j{args.workers}) (target >= 5x); parallel efficiency 1 -> {args.workers} workers: "
+          f"{one / (args.workers * many):.0%} (target >= 90%)")
+
+
+if __name__ == "__main__":
+    main()
