@@ -176,10 +176,15 @@ def _stop(pool: ProcessPoolExecutor, wait_for_workers: bool) -> None:
         pool.shutdown(wait=True)
         return
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
+    # The pool's own thread reaps the workers too; two threads waiting on one child race (the loser sees
+    # it as still running), so let that thread finish before joining what is left.
+    if manager is not None:
+        manager.join(timeout=10)
     for process in processes:
         process.join(timeout=10)
 
