@@ -14,7 +14,8 @@ An executor runs a list of tasks and yields their results as they finish, in any
 a task whose result was already yielded are dropped. `context` holds what only an in-process
 executor can use (the driver's loaded data, the split folders, the stop flag); others ignore it.
 An executor raises a task's exception in the driver (KeyboardInterrupt included) after stopping
-its other tasks. Shipped: `InProcessExecutor` and `LocalProcessExecutor` (`--workers N`).
+its other tasks, marked with `exc.task_key` (`tagged`). Shipped: `InProcessExecutor` and
+`LocalProcessExecutor` (`--workers N`).
 """
 
 from __future__ import annotations
@@ -67,11 +68,19 @@ class Event:
     model: bytes | None = None
 
 
+def tagged(exc: BaseException, task: Task) -> BaseException:
+    """A task's exception, marked with the task's key (`exc.task_key`), as every executor raises it: a
+    sweep fails that task's trial and goes on with the others."""
+    exc.task_key = task.key
+    return exc
+
+
 @dataclass
 class Context:
     """Driver-side help an in-process executor may use; executors elsewhere ignore it."""
 
     data: Any = None  # the dataset the driver already loaded
+    data_of: Callable[[Task], Any] | None = None  # or each task's dataset, when tasks differ in data
     folder_of: Callable[[Task], Path] | None = None  # the split's own folder, for callbacks' files
     should_stop: Callable[[], bool] = lambda: False  # checked at every epoch end
 
@@ -91,7 +100,13 @@ class InProcessExecutor:
         context = context or Context()
         for task in tasks:
             folder = context.folder_of(task) if context.folder_of else None
-            yield run_task(task, emit, context.should_stop, data=context.data, folder=folder)
+            data = context.data_of(task) if context.data_of else context.data
+            try:
+                result = run_task(task, emit, context.should_stop, data=data, folder=folder)
+            except Exception as exc:
+                tagged(exc, task)
+                raise
+            yield result
 
 
 class LocalProcessExecutor:
@@ -149,8 +164,11 @@ class LocalProcessExecutor:
                     try:
                         result = future.result()
                     except BrokenProcessPool:
-                        raise RunError(f"a worker process died (killed, or out of memory) while training "
-                                       f"{task.key}") from None
+                        raise tagged(RunError(f"a worker process died (killed, or out of memory) while training "
+                                              f"{task.key}"), task) from None
+                    except Exception as exc:
+                        tagged(exc, task)
+                        raise
                     finished.add(task.key)
                     yield result
             clean = True

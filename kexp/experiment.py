@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +100,12 @@ def _git_state() -> dict | None:
 
 
 def start_run(config: Config, *, command: str, runs_dir: Path, argv: list[str],
-              config_path: Path | None) -> runs.Run:
+              config_path: Path | None, env: dict | None = None) -> runs.Run:
     run = runs.create_run(runs_dir, config.name, command)
     try:
         run.write_config(config.to_dict(), with_keras_defaults(config.to_dict()))
-        run.write_json(layout.ENVIRONMENT, environment(config, argv, config_path))
+        env = environment(config, argv, config_path) if env is None else {**env, "seed": config.seed}
+        run.write_json(layout.ENVIRONMENT, env)
     except OSError as exc:  # e.g. the disk filled up right after the folder was made
         _final_status(run, "failed", error=f"cannot write the run folder: {exc.strerror or exc}")
         raise RunError(f"{run.path}: cannot write the run folder: {exc.strerror or exc}") from None
@@ -203,6 +205,7 @@ class _Writer:
     def close(self) -> None:
         for history in self.histories.values():
             history.close()
+        self.histories.clear()
 
 
 # --------------------------------------------------------------------------- the loop
@@ -217,13 +220,33 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
         with LocalProcessExecutor(workers) as own:
             return execute(config, command=command, runs_dir=runs_dir, config_path=config_path, argv=argv,
                            observer=observer, resume=resume, executor=own, stop=stop)
-    observer = observer or Observer()
     stop = stop or threading.Event()
+    pending = prepare(config, command=command, runs_dir=runs_dir, config_path=config_path, argv=argv,
+                      observer=observer, resume=resume, executor=executor, stop=stop)
+    if isinstance(pending, Result):
+        return pending
+    with pending.guard():
+        for result in executor.run(pending.tasks, pending.emit, pending.context):
+            pending.finished(result)
+        return pending.finish()
+
+
+def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor, stop: threading.Event,
+            config_path: Path | None = None, argv: list[str] | None = None, observer: Observer | None = None,
+            resume: Path | None = None, data=None, checked: bool = False, env: dict | None = None,
+            plots: bool = True) -> Pending | Result:
+    """The first half of `execute`: the data loaded and checked (unless given, and `checked`), the run
+    folder made (or reopened with `resume`), and the split tasks still to run. A resumed run that had
+    completed comes back as its Result. Whoever runs the tasks feeds their events to `emit` and their
+    results to `finished`, then calls `finish`, all inside `guard()`; a sweep runs many at once."""
+    observer = observer or Observer()
     config_dir = config_path.parent if config_path else None
     started = time.perf_counter()
     source = str(config_path) if config_path else "<config>"
-    data = load_data(config, config_dir, source)
-    checks.check(config, data, source)
+    if data is None:
+        data = load_data(config, config_dir, source)
+    if not checked:
+        checks.check(config, data, source)
     data_s = time.perf_counter() - started
     splits = splits_for(config, data)
     if resume is not None:
@@ -232,40 +255,88 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
             return Result(run.path, record.metrics.to_dict() if record.metrics else {}, "completed",
                           already_complete=True)
     else:
-        run = start_run(config, command=command, runs_dir=runs_dir, argv=argv or [], config_path=config_path)
+        run = start_run(config, command=command, runs_dir=runs_dir, argv=argv or [], config_path=config_path,
+                        env=env)
         if isinstance(config.validation, KFold):
             run.write_json(layout.FOLDS, {"splits": [s.to_dict() for s in splits]})
     observer.start(run.path, [s.id for s in splits], config.training.epochs)
     writer = _Writer(run, isinstance(config.validation, KFold), observer)
     context = Context(data=data, folder_of=writer.folder, should_stop=stop.is_set)
     plan = _Plan(config, config_dir, data, splits, executor, writer, context)
-    try:
-        metrics = plan.train()
-        metrics["durations"]["data_s"] = round(data_s, 3)
-        metrics["durations"]["total_s"] = round(time.perf_counter() - started, 3)
+    return Pending(plan, stop, started, data_s, plots)
+
+
+class Pending:
+    """A run whose split tasks are ready to run (see `prepare`)."""
+
+    def __init__(self, plan: _Plan, stop: threading.Event, started: float, data_s: float, plots: bool):
+        self.plan, self.stop, self.started, self.data_s, self.plots = plan, stop, started, data_s, plots
+        self.run, self.writer, self.context = plan.writer.run, plan.writer, plan.context
+        self.tasks = plan.tasks()
+        self.results: dict[str, TaskResult] = {}
+        self.train_started = time.perf_counter()
+
+    @property
+    def needs_final(self) -> bool:
+        """Finishing trains one more task (validation.final) through the executor."""
+        return self.plan.config.validation.final is not None
+
+    def emit(self, event: Event) -> None:
+        self.writer.emit(event)
+
+    def finished(self, result: TaskResult) -> None:
+        self.writer.finished(result)
+        self.results[result.key] = result
+
+    @property
+    def done(self) -> bool:
+        return all(task.key in self.results for task in self.tasks)
+
+    def finish(self) -> Result:
+        """Aggregate the splits, train the final model if asked, test, write metrics.json and the status."""
+        run = self.run
+        metrics = self.plan.complete(self.results, time.perf_counter() - self.train_started)
+        metrics["durations"]["data_s"] = round(self.data_s, 3)
+        metrics["durations"]["total_s"] = round(time.perf_counter() - self.started, 3)
         run.write_json(layout.METRICS, metrics)
-        _plots(run)
+        if self.plots:
+            _plots(run)
         if metrics.get("stop_reason", "") and "NaN" in metrics["stop_reason"]:
             run.set_status("failed", error=metrics["stop_reason"])
             raise TrainingFailed(f"{run.path}: {metrics['stop_reason']}; the metrics up to then are kept")
         run.set_status("completed")
         return Result(run.path, metrics, "completed")
-    except KeyboardInterrupt:
-        _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
-        raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
-    except TrainingFailed:
-        raise
-    except KexpError as exc:
-        _final_status(run, "failed", error=str(exc))
-        raise
-    except Exception as exc:
-        if stop.is_set():  # Ctrl-C landed in a library that turned it into its own error (zipfile, h5py)
+
+    def end(self, status: str, error: str) -> None:
+        """Ended from outside before its tasks finished (a sweep stopped, or another seed failed)."""
+        _final_status(self.run, status, error=error)
+        self.writer.close()
+
+    @contextmanager
+    def guard(self):
+        """Whatever ends the run early is recorded in its status.json, and raised as a KexpError."""
+        run = self.run
+        try:
+            yield
+        except KeyboardInterrupt:
             _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
             raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
-        _final_status(run, "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-        raise RunError(f"training failed: {type(exc).__name__}: {exc}; see {run.path}/status.json") from exc
-    finally:
-        writer.close()
+        except TrainingFailed:  # its status is written
+            raise
+        except Interrupted:
+            _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
+            raise
+        except KexpError as exc:
+            _final_status(run, "failed", error=str(exc))
+            raise
+        except Exception as exc:
+            if self.stop.is_set():  # Ctrl-C landed in a library that turned it into its own error (zipfile, h5py)
+                _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
+                raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
+            _final_status(run, "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            raise RunError(f"training failed: {type(exc).__name__}: {exc}; see {run.path}/status.json") from exc
+        finally:
+            self.writer.close()
 
 
 def _plots(run: runs.Run) -> None:
@@ -325,13 +396,17 @@ class _Plan:
             self.writer.observer.note(f"fold {split.id} already finished; kept")
         return done
 
-    def train(self) -> dict:
+    def tasks(self) -> list[Task]:
+        """The split tasks still to run (a resumed K-fold run keeps the folds it finished)."""
+        self.outcomes = self.finished_folds() if self.kfold else {}
+        keep = not self.kfold and self.config.validation.final is None  # the hold-out model is the tested one
+        return [self.task(s, self.config.training.epochs, keep) for s in self.splits if s.id not in self.outcomes]
+
+    def complete(self, results: dict[str, TaskResult], train_s: float) -> dict:
+        """metrics.json's content from the splits' results (and the final model, trained here)."""
         config, run = self.config, self.writer.run
-        outcomes = self.finished_folds() if self.kfold else {}
-        keep = not self.kfold and config.validation.final is None  # the hold-out model is the tested one
-        tasks = [self.task(s, config.training.epochs, keep) for s in self.splits if s.id not in outcomes]
-        train_started = time.perf_counter()
-        results = self.run_tasks(tasks)
+        outcomes = dict(self.outcomes)
+        keep = not self.kfold and config.validation.final is None
         outcomes.update({key: scores.Outcome(r.metrics, _columns(r.logs)) for key, r in results.items()})
         ordered = [outcomes[s.id] for s in self.splits]
         metrics = self.header(run.command, ordered)
@@ -339,7 +414,7 @@ class _Plan:
             metrics.update(scores.aggregate(config, ordered, metrics["mode"]))
         else:
             metrics.update({k: ordered[0].metrics[k] for k in ("epochs_run", "best_epoch", "validation", "train")})
-        metrics["durations"] = {"train_s": round(time.perf_counter() - train_started, 3)}
+        metrics["durations"] = {"train_s": round(train_s, 3)}
         holdout = None if self.kfold else results.get(self.splits[0].id)
         tested = self.final(metrics, holdout) or (holdout if keep else None)
         metrics["test"] = None

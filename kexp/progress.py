@@ -102,12 +102,15 @@ def render_result(metrics: dict | Metrics, path: Path) -> Group:
 
 
 class SweepDisplay(Display):
-    """`kexp sweep`: one line as each trial starts and ends, and the usual progress bars of its run."""
+    """`kexp sweep`: one line as each trial starts and ends, and a bar per running task (`t003/r0-f1`:
+    trials run side by side when there are several workers)."""
+
+    def split_end(self, split_id: str, result: dict) -> None:
+        task = self.tasks.pop(split_id, None)
+        if task is not None:
+            self.progress.remove_task(task)
 
     def trial_start(self, trial: dict, index: int, total: int) -> None:
-        for task in list(self.tasks.values()) + ([self.overall] if self.overall is not None else []):
-            self.progress.remove_task(task)
-        self.tasks, self.overall = {}, None
         params = "  ".join(f"{key}={value!r}" for key, value in trial["params"].items())
         self.note(f"trial {trial['id']} ({index + 1}/{total}): {params}")
 

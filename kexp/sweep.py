@@ -18,14 +18,14 @@ import copy
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kexp import layout, runs
 from kexp.config import Config, KFold, validate_config
 from kexp.errors import ConfigError, Interrupted, KexpError, RunError
-from kexp.executor import Executor, LocalProcessExecutor
-from kexp.experiment import Observer, environment, execute, load_data
+from kexp.executor import Context, Executor, LocalProcessExecutor, Task
+from kexp.experiment import Observer, Pending, Result, environment, load_data, prepare
 
 
 class SweepObserver(Observer):
@@ -121,19 +121,19 @@ def run_sweep(config: Config, *, config_path: Path | None, runs_dir: Path, argv:
     stop = stop or threading.Event()
     source = str(config_path) if config_path else "<config>"
     planned = search.plan(config, source, yes=yes)
-    check_trials(planned, config_path, source)
+    datasets = check_trials(planned, config_path, source)
     if resume is not None:
         sweep = _reopen(resume, planned)
     else:
         sweep = _start(config, planned, runs_dir, argv or [], config_path)
+    env = environment(config, argv or [], config_path)
     with (LocalProcessExecutor(workers) if executor is None else _Borrowed(executor)) as shared:
         try:
-            for index, trial in enumerate(sweep.trials):
-                if trial["status"] == "completed":
-                    continue
-                observer.trial_start(trial, index, len(sweep.trials))
-                _run_trial(sweep, trial, planned, shared, observer, stop, config_path, argv or [])
-                observer.trial_end(trial)
+            todo = [t for t in sweep.trials if t["status"] != "completed"]
+            batch = _Batch(sweep, planned, observer, stop, shared, datasets, config_path, env)
+            for trial in todo:
+                batch.add(trial)
+            batch.run()
         except (KeyboardInterrupt, Interrupted):
             for trial in sweep.trials:
                 if trial["status"] == "running":
@@ -164,10 +164,10 @@ class _Borrowed:
         return None
 
 
-def check_trials(planned, config_path: Path | None, source: str, data: bool = True) -> None:
+def check_trials(planned, config_path: Path | None, source: str, data: bool = True) -> dict[str, object]:
     """Every distinct trial config through kexp's pre-training checks (names, shapes, labels, the
     objective among the logged metrics; without `data`, what needs no data), all problems at once,
-    before anything trains."""
+    before anything trains. Returns the datasets loaded, by `dataset_key`."""
     from kexp.checks import check, check_without_data
 
     datasets: dict[str, object] = {}  # a search may vary the dataset's own settings
@@ -178,7 +178,7 @@ def check_trials(planned, config_path: Path | None, source: str, data: bool = Tr
             if not data:
                 check_without_data(trial_config, source)
                 continue
-            spec = repr(trial_config.dataset)
+            spec = dataset_key(trial_config)
             if spec not in datasets:
                 datasets[spec] = load_data(trial_config, config_path.parent if config_path else None, source)
             check(trial_config, datasets[spec], source)
@@ -187,6 +187,11 @@ def check_trials(planned, config_path: Path | None, source: str, data: bool = Tr
             problems += [line.replace(f"{source}: ", f"{source}: {where}: ", 1) for line in exc.problems]
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
+    return datasets
+
+
+def dataset_key(config: Config) -> str:
+    return repr(config.dataset)
 
 
 def _params_text(params: dict) -> str:
@@ -254,62 +259,198 @@ def _final(sweep: _Sweep, status: str, **extra) -> None:
 
 
 class _TrialObserver(Observer):
-    """Forwards one run's progress to the sweep's observer, and records its run folder in sweep.json
-    as soon as it exists (so that a killed sweep can resume the trial's finished folds)."""
+    """One run of a trial: its progress to the sweep's observer (split ids prefixed with the trial's
+    id), and its run folder into sweep.json as soon as it exists (so that a killed sweep can resume the
+    trial's finished folds)."""
 
-    def __init__(self, inner: Observer, sweep: _Sweep, trial: dict):
-        self.inner, self.sweep, self.trial = inner, sweep, trial
+    def __init__(self, batch: _Batch, trial: dict, prefix: str):
+        self.batch, self.trial, self.prefix = batch, trial, prefix
+        self.inner, self.sweep = batch.observer, batch.sweep
 
     def start(self, run_path, splits, epochs):
         name = run_path.relative_to(self.sweep.run.path).as_posix()
         if name not in self.trial["runs"]:
             self.trial["runs"].append(name)
             self.sweep.save()
-        self.inner.start(run_path, splits, epochs)
 
     def split_start(self, split_id, epochs):
-        self.inner.split_start(split_id, epochs)
+        self.batch.trial_started(self.trial)
+        self.inner.split_start(f"{self.prefix}/{split_id}", epochs)
 
     def epoch_end(self, split_id, epoch, logs):
-        self.inner.epoch_end(split_id, epoch, logs)
+        self.inner.epoch_end(f"{self.prefix}/{split_id}", epoch, logs)
 
     def split_end(self, split_id, result):
-        self.inner.split_end(split_id, result)
+        self.inner.split_end(f"{self.prefix}/{split_id}", result)
 
     def final_start(self, epochs):
         self.inner.final_start(epochs)
 
     def note(self, text):
-        self.inner.note(text)
+        self.inner.note(f"{self.trial['id']}: {text}")
 
 
-def _run_trial(sweep: _Sweep, trial: dict, planned, executor: Executor, observer: Observer,
-               stop: threading.Event, config_path: Path | None, argv: list[str]) -> None:
-    started = time.perf_counter()
-    trial["status"] = "running"
-    trial.pop("error", None)
-    sweep.save()
-    outcomes = []
-    runs_dir = sweep.run.path / layout.TRIALS_DIR
-    for k, planned_trial in enumerate(t for t in planned.trials if t.id == trial["id"]):
-        config = validate_config(copy.deepcopy(planned_trial.config))
-        command = "kfold" if isinstance(config.validation, KFold) else "train"
-        previous = _resumable(sweep, trial, k)
-        if previous is None:
-            del trial["runs"][k:]  # an unfinished hold-out run is not resumed: it is trained again
+@dataclass
+class _Member:
+    """One run of a batch: a trial trained with one of its seeds."""
+
+    trial: dict
+    prefix: str  # its tasks' keys are prefix/split id
+    pending: Pending | None  # None once finished
+    outcome: dict | None = None
+
+
+class _Batch:
+    """Many trials' split tasks through one executor call (so that workers never wait for a trial's
+    last fold), each task's events and result routed to its own run folder; a trial is finished (and
+    scored in sweep.json) as soon as all its tasks are. A task that fails fails its trial only."""
+
+    def __init__(self, sweep: _Sweep, planned, observer: SweepObserver, stop: threading.Event,
+                 executor: Executor, datasets: dict, config_path: Path | None, env: dict):
+        self.sweep, self.planned, self.observer, self.stop, self.executor = sweep, planned, observer, stop, executor
+        self.datasets, self.config_path, self.env = datasets, config_path, env
+        self.members: dict[str, _Member] = {}
+        self.started: dict[str, float] = {}  # trial id -> when its first task started
+        self.order = {t["id"]: n for n, t in enumerate(sweep.trials)}
+
+    def add(self, trial: dict) -> None:
+        """Make (or reopen) the trial's run folders, one per seed, and queue their tasks."""
+        trial["status"] = "running"
+        trial.pop("error", None)
+        self.sweep.save()
+        runs_dir = self.sweep.run.path / layout.TRIALS_DIR
+        seeds = [t for t in self.planned.trials if t.id == trial["id"]]
+        for k, planned_trial in enumerate(seeds):
+            config = validate_config(copy.deepcopy(planned_trial.config))
+            prefix = trial["id"] + (f"s{k}" if len(seeds) > 1 else "")
+            previous = _resumable(self.sweep, trial, k)
+            if previous is None:
+                del trial["runs"][k:]  # an unfinished hold-out run is not resumed: it is trained again
+            member = _Member(trial, prefix, None)
+            self.members[prefix] = member
+            try:
+                found = prepare(config, command="kfold" if isinstance(config.validation, KFold) else "train",
+                                runs_dir=runs_dir, config_path=self.config_path, executor=self.executor,
+                                stop=self.stop, observer=_TrialObserver(self, trial, prefix), resume=previous,
+                                data=self.datasets.get(dataset_key(config)), checked=True, env=self.env,
+                                plots=False)
+            except Interrupted:
+                raise
+            except KexpError as exc:
+                self._fail(trial, str(exc))
+                return
+            if isinstance(found, Result):  # a run an earlier sweep finished
+                member.outcome = _summary(found.metrics, self.planned.objective)
+            else:
+                member.pending = found
+        self._maybe_done(trial)
+
+    def trial_started(self, trial: dict) -> None:
+        if trial["id"] not in self.started:
+            self.started[trial["id"]] = time.perf_counter()
+            self.observer.trial_start(trial, self.order[trial["id"]], len(self.sweep.trials))
+
+    # ------------------------------------------------------------------ routing
+    def _member(self, key: str) -> tuple[_Member, str]:
+        prefix, _, split = key.partition("/")
+        return self.members[prefix], split
+
+    def emit(self, event) -> None:
+        member, split = self._member(event.key)
+        if member.pending is not None:
+            member.pending.emit(replace(event, key=split))
+
+    def folder_of(self, task: Task) -> Path:
+        member, split = self._member(task.key)
+        return member.pending.writer.folder(replace(task, key=split))
+
+    def data_of(self, task: Task):
+        member, _ = self._member(task.key)
+        return member.pending.context.data
+
+    def run(self) -> None:
+        """Every queued task, then the runs whose finishing trains a final model."""
+        remaining = {f"{m.prefix}/{t.key}": replace(t, key=f"{m.prefix}/{t.key}")
+                     for m in self.members.values() if m.pending is not None for t in m.pending.tasks}
+        context = Context(folder_of=self.folder_of, data_of=self.data_of, should_stop=self.stop.is_set)
+        while remaining:
+            try:
+                for result in self.executor.run(list(remaining.values()), self.emit, context):
+                    del remaining[result.key]
+                    member, split = self._member(result.key)
+                    if member.pending is None:
+                        continue
+                    member.pending.finished(replace(result, key=split))
+                    if member.pending.done and not member.pending.needs_final:
+                        self._finish(member)
+            except (KeyboardInterrupt, Interrupted):
+                self._interrupted()
+                raise
+            except Exception as exc:
+                key = getattr(exc, "task_key", None)
+                if key is None or key.partition("/")[0] not in self.members:
+                    self._interrupted(failed=True)
+                    raise
+                member, _ = self._member(key)
+                error = self._recorded(member, exc)
+                member.pending = None
+                self._fail(member.trial, error)
+                remaining = {k: t for k, t in remaining.items()
+                             if self._member(k)[0].trial is not member.trial}
+        for member in list(self.members.values()):
+            if member.pending is not None and member.pending.done:
+                self._finish(member)
+
+    # ------------------------------------------------------------------ ends
+    def _finish(self, member: _Member) -> None:
+        pending = member.pending
         try:
-            result = execute(config, command=command, runs_dir=runs_dir, config_path=config_path, argv=argv,
-                             observer=_TrialObserver(observer, sweep, trial), executor=executor, stop=stop,
-                             resume=previous)
+            with pending.guard():
+                result = pending.finish()
         except Interrupted:
             raise
-        except KexpError as exc:  # this trial failed (a NaN loss, a worker died): record it, go on
-            trial["status"], trial["error"] = "failed", str(exc)
-            trial["duration_s"] = round(trial.get("duration_s", 0) + time.perf_counter() - started, 3)
-            sweep.save()
+        except KexpError as exc:  # this trial failed (a NaN loss): record it, go on
+            member.pending = None
+            self._fail(member.trial, str(exc))
             return
-        outcomes.append(_summary(result.metrics, planned.objective))
-    sweep.finish_trial(trial, outcomes, started)
+        member.pending = None
+        member.outcome = _summary(result.metrics, self.planned.objective)
+        self._maybe_done(member.trial)
+
+    def _maybe_done(self, trial: dict) -> None:
+        mine = [m for m in self.members.values() if m.trial is trial]
+        if trial["status"] != "running" or any(m.outcome is None for m in mine):
+            return
+        started = self.started.get(trial["id"], time.perf_counter())
+        self.sweep.finish_trial(trial, [m.outcome for m in mine], started)
+        self.observer.trial_end(trial)
+
+    def _recorded(self, member: _Member, exc: BaseException) -> str:
+        """The failed task's exception into its run's status.json (as `execute` would); its text."""
+        try:
+            with member.pending.guard():
+                raise exc
+        except KexpError as mapped:
+            return str(mapped)
+
+    def _fail(self, trial: dict, error: str) -> None:
+        """A trial failed: its other runs end (failed) and it is scored no more; the sweep goes on."""
+        for member in self.members.values():
+            if member.trial is trial and member.pending is not None:
+                member.pending.end("failed", f"another run of trial {trial['id']} failed")
+                member.pending = None
+        trial["status"], trial["error"] = "failed", error
+        started = self.started.get(trial["id"])
+        if started is not None:
+            trial["duration_s"] = round(trial.get("duration_s", 0) + time.perf_counter() - started, 3)
+        self.sweep.save()
+        self.observer.trial_end(trial)
+
+    def _interrupted(self, failed: bool = False) -> None:
+        for member in self.members.values():
+            if member.pending is not None:
+                member.pending.end("failed" if failed else "interrupted",
+                                   "the sweep failed" if failed else "interrupted (SIGINT/SIGTERM)")
 
 
 def _resumable(sweep: _Sweep, trial: dict, seed_index: int) -> Path | None:
