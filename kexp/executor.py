@@ -43,19 +43,23 @@ class Task:
     epochs: int
     keep_best: bool = False  # emit a `best` event with the model each time the monitored metric improves
     keep_model: bool = False  # return the trained model, its summary and its test-set scores
+    checkpoint: bool = False  # return the model as it is after the last epoch (to be continued later)
+    initial_model: bytes | None = None  # continue this .keras archive (a checkpoint) instead of a new model
+    initial_logs: tuple = ()  # ... whose epochs 1..n these were: training goes on from epoch n + 1
 
 
 @dataclass
 class TaskResult:
     key: str
     split: Split
-    logs: list[dict]  # one dict of Keras logs per epoch
+    logs: list[dict]  # one dict of Keras logs per epoch (a continued task's initial logs first)
     metrics: dict  # the split's metrics (folds/<id>/metrics.json)
     preprocessing: dict  # the fitted preprocessing record (preprocessing.json without its header)
     model: bytes | None = None  # the trained model as a .keras archive (keep_model)
     summary: str | None = None  # Keras' model summary (keep_model)
     test: dict | None = None  # test-set scores (keep_model, when the data has a test split)
     files: dict[str, bytes] = field(default_factory=dict)  # callback files, by path in the split's folder
+    checkpoint: bytes | None = None  # the last epoch's model (Task.checkpoint)
 
 
 @dataclass(frozen=True)

@@ -133,15 +133,17 @@ def _recorded_splits(run: runs.Run, n: int) -> list[Split]:
     return splits
 
 
-def _reopen(path: Path, n: int) -> tuple[runs.Run, list[Split], runs.RunRecord]:
-    """An interrupted K-fold run folder, marked running again (a completed one is left untouched)."""
+def _reopen(path: Path, splits: list[Split], kfold: bool, extend: bool) -> tuple[runs.Run, list[Split], runs.RunRecord]:
+    """An interrupted K-fold run folder, marked running again (a completed one is left untouched,
+    unless `extend`: trained on to more epochs). A hold-out run's one split is the config's."""
     run = runs.open_run(path)
-    splits = _recorded_splits(run, n)
+    if kfold:
+        splits = _recorded_splits(run, len(splits[0].train_idx) + len(splits[0].val_idx))
     record = runs.read_run(run.path)
     if record.status == "running":
         raise RunError(f"{run.path}: is still running (pid {run.status.get('pid')} on "
                        f"{run.status.get('host')}); resume it once that process has stopped")
-    if record.status != "completed":
+    if record.status != "completed" or extend:
         run.status.pop("ended", None)
         run.status.pop("error", None)
         run.set_status("running", pid=os.getpid(), resumed=runs.utc_now())
@@ -168,14 +170,17 @@ class _Writer:
         self.run, self.kfold, self.observer = run, kfold, observer
         self.histories: dict[str, runs.HistoryWriter] = {}
         self.rows: dict[str, int] = {}
+        self.initial: dict[str, list[dict]] = {}  # a continued split's epochs before its checkpoint
 
     def folder(self, task: Task) -> Path:
         return self.run.path / layout.split_dir(task.key, self.kfold)
 
     def emit(self, event: Event) -> None:
         if event.kind == "start":
-            self.histories[event.key] = self.run.history(layout.split_history(event.key, self.kfold))
-            self.rows[event.key] = 0
+            history = self.histories[event.key] = self.run.history(layout.split_history(event.key, self.kfold))
+            for epoch, logs in enumerate(self.initial.get(event.key, []), start=1):
+                history.append(epoch, logs)
+            self.rows[event.key] = len(self.initial.get(event.key, []))
             self.observer.split_start(event.key, event.epochs)
         elif event.kind == "epoch" and event.key in self.histories:
             self.histories[event.key].append(event.epoch, event.logs)
@@ -197,10 +202,19 @@ class _Writer:
         folder = layout.split_dir(result.key, self.kfold)
         for name, content in result.files.items():
             runs.atomic_write(self.run.file(folder, name), content)
+        if result.checkpoint is not None:
+            runs.atomic_write(self.run.file(folder, layout.checkpoint(len(result.logs))), result.checkpoint)
         if self.kfold and result.key != layout.FINAL_SPLIT:
             self.run.write_json(f"{folder}/{layout.PREPROCESSING}", _preprocessing_file(result.preprocessing, []))
             self.run.write_json(f"{folder}/{layout.METRICS}", result.metrics)
+            self.prune(folder, len(result.logs))
             self.observer.split_end(result.key, result.metrics)
+
+    def prune(self, folder: str, epochs: int) -> None:
+        """Once metrics.json records `epochs`, the split's older checkpoints are of no use."""
+        for n, path in layout.checkpoints(self.run.path / folder).items():
+            if n != epochs:
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         for history in self.histories.values():
@@ -234,11 +248,15 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
 def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor, stop: threading.Event,
             config_path: Path | None = None, argv: list[str] | None = None, observer: Observer | None = None,
             resume: Path | None = None, data=None, checked: bool = False, env: dict | None = None,
-            plots: bool = True) -> Pending | Result:
+            plots: bool = True, epochs: int | None = None, checkpoint: bool = False) -> Pending | Result:
     """The first half of `execute`: the data loaded and checked (unless given, and `checked`), the run
     folder made (or reopened with `resume`), and the split tasks still to run. A resumed run that had
     completed comes back as its Result. Whoever runs the tasks feeds their events to `emit` and their
-    results to `finished`, then calls `finish`, all inside `guard()`; a sweep runs many at once."""
+    results to `finished`, then calls `finish`, all inside `guard()`; a sweep runs many at once.
+
+    `epochs` (successive halving's rungs): train to this many epochs, not training.epochs; with
+    `resume`, a split that has a checkpoint of the epochs it recorded is trained on from there (a
+    completed run too). `checkpoint`: keep each split's last model for that."""
     observer = observer or Observer()
     config_dir = config_path.parent if config_path else None
     started = time.perf_counter()
@@ -249,21 +267,34 @@ def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor,
         checks.check(config, data, source)
     data_s = time.perf_counter() - started
     splits = splits_for(config, data)
+    kfold = isinstance(config.validation, KFold)
+    target = epochs or config.training.epochs
     if resume is not None:
-        run, splits, record = _reopen(resume, len(splits[0].train_idx) + len(splits[0].val_idx))
-        if record.status == "completed":  # its model.keras and metrics.json are final: touch nothing
-            return Result(run.path, record.metrics.to_dict() if record.metrics else {}, "completed",
+        record = runs.read_run(resume)
+        if record is not None and record.status == "completed" and not _trains_on(record, target, kfold):
+            # its model.keras and metrics.json are final: touch nothing
+            return Result(record.path, record.metrics.to_dict() if record.metrics else {}, "completed",
                           already_complete=True)
+        run, splits, record = _reopen(resume, splits, kfold, extend=epochs is not None)
     else:
         run = start_run(config, command=command, runs_dir=runs_dir, argv=argv or [], config_path=config_path,
                         env=env)
         if isinstance(config.validation, KFold):
             run.write_json(layout.FOLDS, {"splits": [s.to_dict() for s in splits]})
-    observer.start(run.path, [s.id for s in splits], config.training.epochs)
-    writer = _Writer(run, isinstance(config.validation, KFold), observer)
+    observer.start(run.path, [s.id for s in splits], target)
+    writer = _Writer(run, kfold, observer)
     context = Context(data=data, folder_of=writer.folder, should_stop=stop.is_set)
-    plan = _Plan(config, config_dir, data, splits, executor, writer, context)
+    plan = _Plan(config, config_dir, data, splits, executor, writer, context, target, checkpoint)
     return Pending(plan, stop, started, data_s, plots)
+
+
+def _trains_on(record: runs.RunRecord, epochs: int, kfold: bool) -> bool:
+    """A completed run that a halving rung trains on: fewer epochs than asked (and, hold-out, not
+    stopped early; K-fold folds decide that one by one)."""
+    metrics = record.metrics
+    if metrics is None or (metrics.epochs_run or 0) >= epochs:
+        return False
+    return kfold or not metrics.stop_reason
 
 
 class Pending:
@@ -299,6 +330,8 @@ class Pending:
         metrics["durations"]["data_s"] = round(self.data_s, 3)
         metrics["durations"]["total_s"] = round(time.perf_counter() - self.started, 3)
         run.write_json(layout.METRICS, metrics)
+        if not self.plan.kfold:
+            self.writer.prune("", metrics.get("epochs_run") or 0)
         if self.plots:
             _plots(run)
         if metrics.get("stop_reason", "") and "NaN" in metrics["stop_reason"]:
@@ -365,15 +398,17 @@ class _Plan:
     executor: Executor
     writer: _Writer
     context: Context
+    epochs: int  # what the splits train to (training.epochs, or a halving rung's)
+    checkpoint: bool = False  # keep each split's last model, to train it on later
 
     @property
     def kfold(self) -> bool:
         return isinstance(self.config.validation, KFold)
 
-    def task(self, split: Split, epochs: int, keep_model: bool) -> Task:
+    def task(self, split: Split, epochs: int, keep_model: bool, **more) -> Task:
         config_dir = str(self.config_dir.resolve()) if self.config_dir else None
         return Task(split.id, self.config.to_dict(), config_dir, split, epochs,
-                    keep_best=not self.kfold and split.id != layout.FINAL_SPLIT, keep_model=keep_model)
+                    keep_best=not self.kfold and split.id != layout.FINAL_SPLIT, keep_model=keep_model, **more)
 
     def run_tasks(self, tasks: list[Task]) -> dict[str, TaskResult]:
         results = {}
@@ -388,8 +423,9 @@ class _Plan:
         for split in self.splits:
             folder = self.writer.run.path / layout.split_dir(split.id, True)
             fold = layout.read_fold_metrics(folder)
-            if fold is None:
-                continue
+            if fold is None or ((fold.epochs_run or 0) < self.epochs and not fold.stop_reason
+                                and (fold.epochs_run or 0) in layout.checkpoints(folder)):
+                continue  # not finished, or trained on to a halving rung's epochs
             history = runs.read_history(folder / layout.HISTORY)
             history.pop("epoch", None)
             done[split.id] = scores.Outcome(fold.to_dict(), history)
@@ -397,10 +433,42 @@ class _Plan:
         return done
 
     def tasks(self) -> list[Task]:
-        """The split tasks still to run (a resumed K-fold run keeps the folds it finished)."""
+        """The split tasks still to run (a resumed K-fold run keeps the folds it finished; a split
+        with a checkpoint of the epochs it recorded trains on from there)."""
         self.outcomes = self.finished_folds() if self.kfold else {}
         keep = not self.kfold and self.config.validation.final is None  # the hold-out model is the tested one
-        return [self.task(s, self.config.training.epochs, keep) for s in self.splits if s.id not in self.outcomes]
+        tasks = []
+        for split in self.splits:
+            if split.id in self.outcomes:
+                continue
+            more = self.continued(split)
+            self.writer.initial[split.id] = list(more.get("initial_logs", ()))
+            tasks.append(self.task(split, self.epochs, keep, checkpoint=self.checkpoint, **more))
+        return tasks
+
+    def recorded(self, split: Split) -> tuple[dict, dict] | None:
+        """What a split recorded: its metrics (a fold's metrics.json, a hold-out run's) and history."""
+        run = self.writer.run
+        folder = run.path / layout.split_dir(split.id, self.kfold)
+        found = layout.read_fold_metrics(folder) if self.kfold else layout.read_metrics(run.path)
+        if found is None or not (folder / layout.HISTORY).exists():
+            return None
+        history = runs.read_history(folder / layout.HISTORY)
+        history.pop("epoch", None)
+        return found.to_dict(), history
+
+    def continued(self, split: Split) -> dict:
+        """A split that trains on from its checkpoint: the checkpoint and the epochs before it."""
+        recorded = self.recorded(split)
+        if recorded is None:
+            return {}
+        metrics, history = recorded
+        n = metrics.get("epochs_run") or 0
+        path = layout.checkpoints(self.writer.run.path / layout.split_dir(split.id, self.kfold)).get(n)
+        if not n or path is None or any(len(values) < n for values in history.values()):
+            return {}
+        logs = tuple({k: v[i] for k, v in history.items()} for i in range(n))
+        return {"initial_model": path.read_bytes(), "initial_logs": logs}
 
     def complete(self, results: dict[str, TaskResult], train_s: float) -> dict:
         """metrics.json's content from the splits' results (and the final model, trained here)."""

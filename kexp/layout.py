@@ -22,6 +22,9 @@ Layout (files marked * exist only for some runs):
     folds.json*        K-fold: every fold's train/validation sample indices
     folds/<id>/        K-fold: history.csv, metrics.json, preprocessing.json per fold (a finished fold
                        has metrics.json), and its callbacks' files (relative paths)
+    checkpoint-<n>.keras* a split's model and optimizer state after epoch n, kept by `kexp sweep
+                       method: halving` to train it on at the next rung (hold-out: in the run folder;
+                       K-fold: in folds/<id>/); only the one of the epochs metrics.json records is used
     final/*            the retrained model's callbacks' files
     final_history.csv* the retrained model's history
     plots/*.png        learning curves
@@ -56,6 +59,21 @@ PLOTS_DIR = "plots"
 FINAL_SPLIT = "final"  # the split id of the model retrained on all training data
 
 
+def checkpoint(epochs: int) -> str:
+    """A split's checkpoint after `epochs` epochs, in its split folder."""
+    return f"checkpoint-{epochs}.keras"
+
+
+def checkpoints(folder: Path) -> dict[int, Path]:
+    """The checkpoints in a split folder, by epoch."""
+    found = {}
+    for path in Path(folder).glob("checkpoint-*.keras"):
+        number = path.name[len("checkpoint-"):-len(".keras")]
+        if number.isdigit():
+            found[int(number)] = path
+    return found
+
+
 def split_dir(split_id: str, kfold: bool) -> str:
     """The folder of one split, relative to the run folder: "" for the hold-out split, "folds/<id>"
     for a K-fold fold, "final" for the retrained model."""
@@ -88,10 +106,14 @@ SWEEP_FORMAT = 1
 """sweep.json: {"format": 1, "name", "method", "space", "objective": {"metric", "mode", "score"},
 "seeds", "trials": [{"id", "params", "status", "runs" (folders relative to the sweep folder),
 "objective", "objective_std", "best_epoch", "overfit_epoch", "margin", "epochs_trained",
-"duration_s", "error"*}], "best": {"trial", "objective", "objective_std", "params"} or null}.
+"duration_s", "error"*, "rungs"*}], "best": {"trial", "objective", "objective_std", "params"} or null,
+"rungs"*, "eta"*}.
 A trial's `objective` is the mean over its seeds of each run's score: the fold mean at the mean
 curve's best epoch (K-fold) or the best epoch's value (hold-out); `objective_std` is the std across
-folds (one seed) or across seeds."""
+folds (one seed) or across seeds. Successive halving (method: halving) adds the rungs' epochs
+(`rungs`, `eta`) and, per trial, `rungs`: [{"epochs", "objective", "objective_std"}] for each rung it
+finished; its `objective` is its last rung's; a trial not promoted stays at its last rung. A format-1
+reader that does not know these keys reads every sweep."""
 
 
 # --------------------------------------------------------------------------- metrics.json
@@ -351,10 +373,11 @@ class Trial(Record):
     epochs_trained: int | None = None
     duration_s: float | None = None
     error: str | None = None
+    rungs: list | None = None  # halving: [{"epochs", "objective", "objective_std"}] per rung finished
 
     _READ: ClassVar[dict] = {"id": TEXT, "params": MAPPING, "status": TEXT, "runs": list, "objective": INT,
                              "objective_std": INT, "best_epoch": INT, "overfit_epoch": INT, "margin": INT,
-                             "epochs_trained": INT, "duration_s": INT, "error": TEXT}
+                             "epochs_trained": INT, "duration_s": INT, "error": TEXT, "rungs": list}
 
 
 class SweepBest(Record):
@@ -380,10 +403,13 @@ class Sweep(Record):
     seeds: int | None = None
     trials: list[Trial] | None = None
     best: SweepBest | None = None
+    rungs: list | None = None  # halving: each rung's epochs
+    eta: int | None = None  # halving: 1 in eta trials goes on
 
     _READ: ClassVar[dict] = {"format": INT, "name": TEXT, "space": MAPPING,
                              "objective": object_of(Objective.from_dict), "seeds": INT,
-                             "trials": list_of(Trial.from_dict), "best": object_of(SweepBest.from_dict)}
+                             "trials": list_of(Trial.from_dict), "best": object_of(SweepBest.from_dict),
+                             "rungs": list, "eta": INT}
 
     def trial_list(self) -> list[Trial]:
         """The trials that could be read (a damaged item is left out), in trial order."""

@@ -110,6 +110,9 @@ class SweepDisplay(Display):
         if task is not None:
             self.progress.remove_task(task)
 
+    def rung_start(self, rung: int, rungs: int, epochs: int, trials: int) -> None:
+        self.note(f"rung {rung + 1}/{rungs}: {trials} trial{'s' * (trials != 1)} to {epochs} epochs")
+
     def trial_start(self, trial: dict, index: int, total: int) -> None:
         params = "  ".join(f"{key}={value!r}" for key, value in trial["params"].items())
         self.note(f"trial {trial['id']} ({index + 1}/{total}): {params}")

@@ -60,6 +60,8 @@ class SearchPlan:
     seeds: int  # training seeds per trial
     size: int | None  # distinct points in the space; None when a range is continuous
     trials: list[Trial]  # every trial and seed, in run order
+    rungs: tuple[int, ...] = ()  # halving: the epochs of each rung, the last one max_epochs
+    eta: int = 3  # halving: 1 in eta trials of a rung goes on to the next
 
 
 @dataclass(frozen=True)
@@ -133,16 +135,21 @@ def plan(config: Config, source: str, *, yes: bool = False) -> SearchPlan:
     if search.method == "grid" and search.trials is not None:
         problems.append(f"{source}: search.trials: has no effect with method: grid, which runs every "
                         "combination; remove it, or set method: random")
+    rungs, problems_of_rungs = _rungs(config, source)
+    problems += problems_of_rungs
     objective = search.objective or config.validation.monitor
     seed = config.seed if search.seed is None else search.seed
     sizes = [d.size for d in dims]
     size = math.prod(sizes) if dims and None not in sizes else None
     base = config.to_dict()
     base.pop("search", None)
+    if rungs:  # a trial's config trains to the last rung
+        base["training"]["epochs"] = rungs[-1]
 
     points: list[dict] = []
     if not problems:  # every key parsed: the points of the space
-        found, points = (_grid if search.method == "grid" else _random)(dims, search, size, seed, yes)
+        sample = search.method == "random" or (search.method == "halving" and search.trials is not None)
+        found, points = (_random if sample else _grid)(dims, search, size, seed, yes)
         problems += [f"{source}: {line}" for line in found]
     lines, bad, blocked = _check_choices(dims, base, objective, source)
     problems += lines
@@ -151,7 +158,27 @@ def plan(config: Config, source: str, *, yes: bool = False) -> SearchPlan:
         problems += _check_trials(trials, bad, base, objective, source)
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
-    return SearchPlan(search.method, {d.key: d.spec for d in dims}, objective, seed, search.seeds, size, trials)
+    return SearchPlan(search.method, {d.key: d.spec for d in dims}, objective, seed, search.seeds, size, trials,
+                      rungs, search.eta)
+
+
+def _rungs(config: Config, source: str) -> tuple[tuple[int, ...], list[str]]:
+    """Successive halving's rungs: min_epochs, x eta, ... up to max_epochs (default: training.epochs)."""
+    search = config.search
+    if search.method != "halving":
+        keys = [k for k in ("eta", "min_epochs", "max_epochs") if k in search.model_fields_set]
+        return (), [f"{source}: search.{k}: has no effect with method: {search.method}; it sets successive "
+                    "halving (method: halving)" for k in keys]
+    top = search.max_epochs or config.training.epochs
+    low = search.min_epochs or max(1, math.ceil(top / search.eta**2))
+    if low > top:
+        where = "search.max_epochs" if search.max_epochs else "training.epochs"
+        return (), [f"{source}: search.min_epochs: must be at most {where} ({top}); got {low}"]
+    rungs = []
+    while low < top:
+        rungs.append(low)
+        low *= search.eta
+    return (*rungs, top), []
 
 
 # --------------------------------------------------------------------------- the space

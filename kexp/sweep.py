@@ -33,6 +33,7 @@ class SweepObserver(Observer):
 
     def trial_start(self, trial: dict, index: int, total: int) -> None: ...
     def trial_end(self, trial: dict) -> None: ...
+    def rung_start(self, rung: int, rungs: int, epochs: int, trials: int) -> None: ...
 
 
 @dataclass
@@ -129,11 +130,17 @@ def run_sweep(config: Config, *, config_path: Path | None, runs_dir: Path, argv:
     env = environment(config, argv or [], config_path)
     with (LocalProcessExecutor(workers) if executor is None else _Borrowed(executor)) as shared:
         try:
-            todo = [t for t in sweep.trials if t["status"] != "completed"]
-            batch = _Batch(sweep, planned, observer, stop, shared, datasets, config_path, env)
-            for trial in todo:
-                batch.add(trial)
-            batch.run()
+            def batch(rung: int | None = None) -> _Batch:
+                return _Batch(sweep, planned, observer, stop, shared, datasets, config_path, env, rung)
+
+            if planned.rungs:
+                _halving(sweep, planned, observer, batch)
+            else:
+                everything = batch()
+                for trial in sweep.trials:
+                    if trial["status"] != "completed":
+                        everything.add(trial)
+                everything.run()
         except (KeyboardInterrupt, Interrupted):
             for trial in sweep.trials:
                 if trial["status"] == "running":
@@ -209,6 +216,7 @@ def _start(config: Config, planned, runs_dir: Path, argv: list[str], config_path
                       "score": "fold mean at the mean curve's best epoch" if isinstance(config.validation, KFold)
                       else "the best epoch's value"},
         "seeds": planned.seeds,
+        **({"rungs": list(planned.rungs), "eta": planned.eta} if planned.rungs else {}),
         "trials": [{"id": t.id, "params": t.params, "status": "pending", "runs": [], "objective": None,
                     "objective_std": None} for t in _distinct(planned.trials)],
         "best": None,
@@ -306,9 +314,9 @@ class _Batch:
     scored in sweep.json) as soon as all its tasks are. A task that fails fails its trial only."""
 
     def __init__(self, sweep: _Sweep, planned, observer: SweepObserver, stop: threading.Event,
-                 executor: Executor, datasets: dict, config_path: Path | None, env: dict):
+                 executor: Executor, datasets: dict, config_path: Path | None, env: dict, rung: int | None = None):
         self.sweep, self.planned, self.observer, self.stop, self.executor = sweep, planned, observer, stop, executor
-        self.datasets, self.config_path, self.env = datasets, config_path, env
+        self.datasets, self.config_path, self.env, self.rung = datasets, config_path, env, rung
         self.members: dict[str, _Member] = {}
         self.started: dict[str, float] = {}  # trial id -> when its first task started
         self.order = {t["id"]: n for n, t in enumerate(sweep.trials)}
@@ -333,7 +341,7 @@ class _Batch:
                                 runs_dir=runs_dir, config_path=self.config_path, executor=self.executor,
                                 stop=self.stop, observer=_TrialObserver(self, trial, prefix), resume=previous,
                                 data=self.datasets.get(dataset_key(config)), checked=True, env=self.env,
-                                plots=False)
+                                plots=False, **self._rung_args())
             except Interrupted:
                 raise
             except KexpError as exc:
@@ -344,6 +352,12 @@ class _Batch:
             else:
                 member.pending = found
         self._maybe_done(trial)
+
+    def _rung_args(self) -> dict:
+        """Successive halving: train to this rung's epochs, and keep checkpoints unless it is the last."""
+        if self.rung is None:
+            return {}
+        return {"epochs": self.planned.rungs[self.rung], "checkpoint": self.rung < len(self.planned.rungs) - 1}
 
     def trial_started(self, trial: dict) -> None:
         if trial["id"] not in self.started:
@@ -423,6 +437,11 @@ class _Batch:
             return
         started = self.started.get(trial["id"], time.perf_counter())
         self.sweep.finish_trial(trial, [m.outcome for m in mine], started)
+        if self.rung is not None:
+            trial.setdefault("rungs", [])[self.rung:] = [{"epochs": self.planned.rungs[self.rung],
+                                                         "objective": trial["objective"],
+                                                         "objective_std": trial["objective_std"]}]
+            self.sweep.save()
         self.observer.trial_end(trial)
 
     def _recorded(self, member: _Member, exc: BaseException) -> str:
@@ -451,6 +470,27 @@ class _Batch:
             if member.pending is not None:
                 member.pending.end("failed" if failed else "interrupted",
                                    "the sweep failed" if failed else "interrupted (SIGINT/SIGTERM)")
+
+
+def _halving(sweep: _Sweep, planned, observer: SweepObserver, batch) -> None:
+    """Successive halving, rung by rung: every trial trains to the first rung's epochs; the best 1 in
+    eta by the rung's objective (the fold mean, for K-fold) trains on from its checkpoints to the next
+    rung; and so on to max_epochs. Rungs are synchronous, so the trials promoted do not depend on the
+    workers or on the order tasks finish in; a resumed sweep recomputes the same promotions from the
+    rungs recorded in sweep.json."""
+    alive = list(sweep.trials)
+    for k, epochs in enumerate(planned.rungs):
+        observer.rung_start(k, len(planned.rungs), epochs, len(alive))
+        rung = batch(k)
+        for trial in alive:
+            if len(trial.get("rungs") or []) <= k:
+                rung.add(trial)
+        rung.run()
+        sign = -1 if sweep.record["objective"].get("mode") == "max" else 1  # known once a trial is scored
+        scored = [t for t in alive if len(t.get("rungs") or []) > k and t["rungs"][k]["objective"] is not None]
+        keep = max(1, len(alive) // planned.eta)
+        chosen = {t["id"] for t in sorted(scored, key=lambda t: sign * t["rungs"][k]["objective"])[:keep]}
+        alive = [t for t in alive if t["id"] in chosen]
 
 
 def _resumable(sweep: _Sweep, trial: dict, seed_index: int) -> Path | None:

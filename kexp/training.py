@@ -190,8 +190,9 @@ def _epoch_callback(task: Task, emit: Callable[[Event], None], should_stop: Call
     class EpochLog(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best = math.inf if mode == "min" else -math.inf
-            self.logs: list[dict] = []
+            self.logs: list[dict] = [dict(logs) for logs in task.initial_logs]
+            earlier = [v for logs in self.logs if (v := logs.get(monitor)) is not None and math.isfinite(v)]
+            self.best = (min if mode == "min" else max)(earlier, default=math.inf if mode == "min" else -math.inf)
 
         def on_epoch_end(self, epoch, logs=None):
             if should_stop():
@@ -228,7 +229,12 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
         pre = Preprocessor(config, data).fit(take(data.x_train, split.train_idx))
         x_tr = pre.transform(take(data.x_train, split.train_idx))
         y_tr = pre.labels(take(data.y_train, split.train_idx))
-        model = _compiled_model(config, x_tr, len(split.train_idx))
+        if task.initial_model is None:
+            model = _compiled_model(config, x_tr, len(split.train_idx))
+        else:  # a checkpoint: its weights and its optimizer's state, trained on from where it stopped
+            checkpoint = scratch / "checkpoint.keras"
+            checkpoint.write_bytes(task.initial_model)
+            model = keras.saving.load_model(checkpoint, safe_mode=True)
         batch = config.training.batch_size
         train_ds = to_tf_dataset(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True)
         val_ds = None
@@ -243,8 +249,9 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
         log = _epoch_callback(task, emit, should_stop, scratch, monitor, mode)
         callbacks = [*make_callbacks(config, Problems(), folder=files_dir), keras.callbacks.TerminateOnNaN(), log]
         emit(Event("start", task.key, epochs=task.epochs))
-        model.fit(train_ds, validation_data=val_ds, epochs=task.epochs, steps_per_epoch=_steps(len(split.train_idx),
-                  batch), callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
+        model.fit(train_ds, validation_data=val_ds, epochs=task.epochs, initial_epoch=len(task.initial_logs),
+                  steps_per_epoch=_steps(len(split.train_idx), batch), callbacks=callbacks, verbose=0,
+                  shuffle=False)  # tf.data shuffles
         result = TaskResult(key=task.key, split=split, logs=log.logs,
                             metrics=_split_metrics(log.logs, monitor, mode, split, seed, task.epochs, started),
                             preprocessing=preprocessing_record(config, data, pre, split))
@@ -252,6 +259,8 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
             result.model = _model_bytes(model, scratch)
             result.summary = model_summary(model)
             result.test = _test_scores(config, data, model, pre)
+        if task.checkpoint:
+            result.checkpoint = _model_bytes(model, scratch)
         if folder is None:
             result.files = _collect(files_dir)
         return result
