@@ -50,7 +50,14 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress displ
 MaybeRunsDirOpt = Annotated[Path | None, typer.Option(
     "--runs-dir", help="Folder that receives run folders (default: runs).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1,
-                                         help="Folds trained at once, each in its own process.")]
+                                         help="Folds trained at once, each in its own process (local executor; "
+                                              "on Ray, as many run at once as the cluster's resources allow).")]
+ExecutorOpt = Annotated[str | None, typer.Option(
+    "--executor", help="Where tasks run: local (processes of this machine) or ray (a Ray cluster). Default: the "
+                       "config's executor.kind, then $KEXP_EXECUTOR, then local.")]
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", help="ray: the cluster to join (host:port, auto). Default: the config's executor.address, then "
+                      "$RAY_ADDRESS; else kexp starts a cluster on this machine and stops it at the end.")]
 
 
 def _only_resume(overrides, name, runs_dir, what: str, config: Path, why: str) -> None:
@@ -180,8 +187,33 @@ def _stoppable():
             signal.signal(signum, _exit_now if _on_sigterm.received else previous)
 
 
+def _executor(cfg, kind: str | None, address: str | None):
+    """The executor the options, the config's executor: section and the environment ask for, as a context
+    manager: None (the library's default: --workers local processes), or a RayExecutor closed at the end."""
+    from contextlib import nullcontext
+
+    from kexp.errors import UsageError
+
+    section = cfg.executor
+    where = "--executor" if kind else "executor.kind" if section and section.kind else "KEXP_EXECUTOR"
+    kind = kind or (section.kind if section else None) or os.environ.get("KEXP_EXECUTOR") or "local"
+    if kind not in ("local", "ray"):
+        raise UsageError(f"{where}: unknown executor; got {kind!r}; allowed: local, ray")
+    if kind == "local":
+        if address:
+            raise UsageError("--address: only the Ray executor joins a cluster; add --executor ray")
+        return nullcontext()
+    from kexp.config import Executor
+    from kexp.ray_executor import RayExecutor
+
+    section = section or Executor()
+    return RayExecutor(address or section.address or os.environ.get("RAY_ADDRESS") or None,
+                       cpus_per_task=section.cpus_per_task, gpus_per_task=section.gpus_per_task,
+                       max_retries=section.max_retries)
+
+
 def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name, quiet: bool, workers: int = 1,
-             resume: Path | None = None) -> None:
+             resume: Path | None = None, executor: str | None = None, address: str | None = None) -> None:
     """The shared body of `train` and `kfold`: load, check, train with a progress display, report."""
     from kexp import layout
     from kexp.config import KFold
@@ -219,9 +251,10 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
         from kexp.progress import Display
 
         display = Display(out, quiet=quiet)
-        with _stoppable(), display:
+        with _executor(cfg, executor, address) as runner, _stoppable(), display:
             result = execute(cfg, command=command, runs_dir=runs_dir or Path("runs"), config_path=config,
-                             argv=sys.argv, observer=display, workers=workers, resume=resume, stop=STOP)
+                             argv=sys.argv, observer=display, workers=workers, resume=resume, stop=STOP,
+                             executor=runner)
         if result.already_complete:
             out.print(f"{result.path}: the run is already complete; nothing to resume (no file was changed)",
                       markup=False, highlight=False, soft_wrap=True)
@@ -253,9 +286,11 @@ def train(
     runs_dir: RunsDirOpt = Path("runs"),
     name: NameOpt = None,
     quiet: QuietOpt = False,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Train with hold-out validation, evaluate on the test split, write a run folder."""
-    _execute("train", config, overrides, runs_dir, name, quiet)
+    _execute("train", config, overrides, runs_dir, name, quiet, executor=executor, address=address)
 
 
 @app.command()
@@ -270,10 +305,13 @@ def kfold(
         "--resume", file_okay=False, exists=True,
         help="Finish an interrupted K-fold run folder with the config it was started with (no --set, --name, "
              "--runs-dir); a completed run is left as it is.")] = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """K-fold (or iterated K-fold) validation, then optionally retrain and test."""
     _config_or_resume(config, resume, "RUN_FOLDER")
-    _execute("kfold", config, overrides, runs_dir, name, quiet, workers=workers, resume=resume)
+    _execute("kfold", config, overrides, runs_dir, name, quiet, workers=workers, resume=resume, executor=executor,
+             address=address)
 
 
 @app.command()
@@ -289,6 +327,8 @@ def sweep(
         "--resume", file_okay=False, exists=True,
         help="Finish an interrupted sweep folder: finished trials are kept, a K-fold trial keeps its "
              "finished folds.")] = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Run every trial of the config's search: section, each scored on its validation scheme (the K-fold
     mean for K-fold); write a sweep folder with a leaderboard, each trial's run folder and best.yaml."""
@@ -320,9 +360,10 @@ def sweep(
         from kexp.sweep import run_sweep
 
         display = SweepDisplay(out, quiet=quiet)
-        with _stoppable(), display:
+        with _executor(cfg, executor, address) as runner, _stoppable(), display:
             result = run_sweep(cfg, config_path=config, runs_dir=runs_dir or Path("runs"), argv=sys.argv,
-                               observer=display, workers=workers, yes=yes, resume=resume, stop=STOP)
+                               observer=display, workers=workers, yes=yes, resume=resume, stop=STOP,
+                               executor=runner)
         out.print(report.show(result.path))
     except KexpError as error:
         fail(error)
@@ -439,3 +480,74 @@ def show(
         out.print(report.show(run))
     except KexpError as error:
         fail(error)
+
+
+# ---- export and editor help
+
+
+class ExportTarget(str, Enum):
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
+@app.command()
+def export(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Run folders, sweep folders, or folders searched recursively for them.", exists=True,
+        metavar="RUN_OR_SWEEP...")],
+    to: Annotated[ExportTarget, typer.Option("--to", help="Where to: TensorBoard event files, or MLflow runs.")],
+    folder: Annotated[Path | None, typer.Option(
+        "--dir", file_okay=False, help="--to tensorboard: the folder to write (read it with tensorboard --logdir "
+                                       "DIR); a run exported before is rewritten.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", help="--to mlflow: a tracking server (http://host:5000) or store (sqlite:///mlflow.db); "
+                               "default: $MLFLOW_TRACKING_URI, else ./mlflow.db.")] = None,
+    experiment: Annotated[str, typer.Option(
+        "--experiment", help="--to mlflow: the MLflow experiment (created when missing).")] = "kexp",
+) -> None:
+    """Export runs and sweeps to TensorBoard or MLflow: per-epoch metrics, the flattened config as
+    hyperparameters, final metrics; a sweep's trials under it. Exporting again updates, never duplicates."""
+    from kexp import export as exporting
+
+    try:
+        if to is ExportTarget.tensorboard:
+            given = [opt for opt, value in (("--tracking-uri", tracking_uri), ("--experiment", experiment != "kexp"))
+                     if value]
+            if given or folder is None:
+                raise_usage_error(f"{', '.join(given)}: only --to mlflow uses them" if given else
+                                  "--to tensorboard needs --dir DIR, the folder to write event files to")
+            result = exporting.to_tensorboard(paths, folder)
+            view = f"tensorboard --logdir {result.where}"
+        else:
+            if folder is not None:
+                raise_usage_error("--dir: only --to tensorboard uses it; --to mlflow logs to --tracking-uri")
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's INFO lines about its tables
+            result = exporting.to_mlflow(paths, tracking_uri, experiment)
+            view = (f"mlflow ui --backend-store-uri {result.where}" if not result.where.startswith(("http:", "https:"))
+                    else result.where)
+        for line in result.warnings:
+            err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+        for item in result.items:
+            out.print(f"{item.kind} {item.source} -> {item.target} ({item.action})", markup=False, highlight=False,
+                      soft_wrap=True)
+        where = f"{result.where} (experiment {result.experiment})" if result.experiment else result.where
+        out.print(f"exported {len(result.items)} folders to {where}; view with: {view}", markup=False, highlight=False,
+                  soft_wrap=True)
+    except KexpError as error:
+        fail(error)
+
+
+def raise_usage_error(message: str):
+    from kexp.errors import UsageError
+
+    raise UsageError(message)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a config (keys, defaults, descriptions) for editors: kexp schema > kexp.schema.json,
+    then point your YAML language server at it (see README: Editor help)."""
+    from kexp.schema import schema_text
+
+    sys.stdout.write(schema_text())
+    sys.stdout.flush()

@@ -157,7 +157,9 @@ def _spec(key: str):
             raise ValueError(f"needs a '{key}' key naming the Keras class; got keys {sorted(value)}")
         return value
 
-    return Annotated[dict[str, Any], BeforeValidator(shorthand), AfterValidator(needs_key)]
+    # the JSON Schema (`kexp schema`) takes what the file may hold: the name alone, or a mapping
+    return Annotated[dict[str, Any], BeforeValidator(shorthand, json_schema_input_type=str | dict[str, Any]),
+                     AfterValidator(needs_key)]
 
 
 LayerSpec = _spec("layer")
@@ -270,33 +272,64 @@ Validation = Annotated[Holdout | KFold, Field(discriminator="scheme"), BeforeVal
 class Search(Section):
     """`kexp sweep`'s search; kexp.search checks the space and expands it into trials."""
 
-    method: Literal["grid", "random"] = "grid"  # grid: every combination, in a seeded shuffled order
+    method: Literal["grid", "random", "halving", "tpe"] = "grid"  # grid: every combination, in a seeded
+    #   shuffled order; halving: successive halving of the grid (or of `trials` random points); tpe: Optuna
     space: dict[str, Any]  # dotted key (as --set) -> [choices] or {min, max, step?, log?}
-    trials: PosInt | None = None  # random: how many distinct points
+    trials: PosInt | None = None  # random, tpe: how many distinct points (halving: sampled, else the grid)
+    eta: Annotated[int, Field(ge=2)] = 3  # halving: 1 in eta trials goes on to the next rung
+    min_epochs: PosInt | None = None  # halving: the first rung's epochs (default: max_epochs / eta^2)
+    max_epochs: PosInt | None = None  # halving: the last rung's (default: training.epochs)
+    batch: PosInt = 1  # tpe: points asked at a time (the same batch gives the same sweep on any workers)
     seed: Seed | None = None  # the sampling seed; default: the config's seed
     seeds: PosInt = 1  # each trial trained with seeds seed, seed+1, ... and scored on their mean
     objective: str | None = None  # a validation metric (val_...); default: validation.monitor
     limit: PosInt = 100  # a larger grid runs only with `kexp sweep --yes`
 
 
+# --------------------------------------------------------------------------- executor (where tasks run)
+class Executor(Section):
+    """Where the split tasks run (`kexp kfold`/`kexp sweep`); never changes the metrics or the run.
+    `--executor`/`--address` override it; see README: Running on a Ray cluster."""
+
+    kind: Literal["local", "ray"] | None = None  # default: $KEXP_EXECUTOR, else local
+    address: str | None = None  # ray: a cluster to join (host:port, auto, ray://...); default $RAY_ADDRESS, else
+    # an embedded single-machine cluster started and stopped by kexp
+    cpus_per_task: Annotated[float, Field(gt=0)] = 1.0  # ray: CPUs per task = TensorFlow's threads
+    gpus_per_task: Annotated[float, Field(ge=0)] | None = None  # ray: fractions share a GPU; default 1 if the
+    # cluster has GPUs, else 0
+    max_retries: NonNegInt = 2  # ray: a task whose worker process died is run again this many times
+
+    @model_validator(mode="after")
+    def _ray_keys_need_ray(self):
+        given = [key for key in ("address", "cpus_per_task", "gpus_per_task", "max_retries")
+                 if getattr(self, key) != type(self).model_fields[key].default]
+        if self.kind == "local" and given:
+            them = "them" if len(given) > 1 else "it"
+            raise ValueError(f"{', '.join(given)}: only the ray executor uses {them}; remove {them} or set "
+                             "executor.kind: ray")
+        return self
+
+
 # --------------------------------------------------------------------------- the whole file
 class Config(Section):
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    seed: Seed = 0
-    dataset: Dataset
-    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
-    model: Model
-    compile: Compile
-    training: Training = Field(default_factory=Training)
-    validation: Validation = Field(default_factory=lambda: Holdout(scheme="holdout"))
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]  # default: the config file's name; letters, digits, . _ -
+    seed: Seed = 0  # weights, shuffling, fold seeds: same seed, same metrics on CPU
+    dataset: Dataset  # the data, chosen by `name`: a Keras or scikit-learn dataset, csv or npz
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)  # inputs and labels; fitted per split
+    model: Model  # the layers, by Keras class name with their arguments
+    compile: Compile  # optimizer, loss(es) and metrics, by Keras name
+    training: Training = Field(default_factory=Training)  # the arguments of fit
+    validation: Validation = Field(default_factory=lambda: Holdout(scheme="holdout"))  # holdout or kfold
     search: Search | None = None  # `kexp sweep` only: `train`/`kfold` refuse a config that has one
+    executor: Executor | None = None  # where tasks run; changes nothing in the results
 
     @property
     def split_seed(self) -> int:
         return self.seed if self.validation.seed is None else self.validation.seed
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json", exclude={"search"} if self.search is None else None)
+        unset = {key for key in ("search", "executor") if getattr(self, key) is None}  # absent stays absent
+        return self.model_dump(mode="json", exclude=unset or None)
 
 
 # --------------------------------------------------------------------------- loading

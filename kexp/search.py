@@ -62,6 +62,18 @@ class SearchPlan:
     trials: list[Trial]  # every trial and seed, in run order
     rungs: tuple[int, ...] = ()  # halving: the epochs of each rung, the last one max_epochs
     eta: int = 3  # halving: 1 in eta trials of a rung goes on to the next
+    budget: int = 0  # tpe: how many distinct points to ask Optuna for (`trials` then grows as they come)
+    batch: int = 1  # tpe: points asked at a time
+    dimensions: tuple = ()  # tpe: the space's keys, parsed
+    base: dict | None = None  # tpe: the config a point is applied to
+    name: str = ""
+
+    def new_trial(self, point: dict) -> list[Trial]:
+        """tpe: the next trial (one per seed) at `point`, appended to `trials`."""
+        number = len({t.id for t in self.trials})
+        made = _trials([point], self.base, self.objective, self.seeds, self.name, start=number)
+        self.trials.extend(made)
+        return made
 
 
 @dataclass(frozen=True)
@@ -129,9 +141,14 @@ def plan(config: Config, source: str, *, yes: bool = False) -> SearchPlan:
     if search.objective is not None and not search.objective.startswith("val_"):
         problems.append(f"{source}: search.objective: must be a validation metric (val_...), e.g. val_loss or "
                         f"val_accuracy; got {show(search.objective)}")
-    if search.method == "random" and search.trials is None:
-        problems.append(f"{source}: search.trials: required with method: random (how many distinct points "
-                        "to sample), e.g. trials: 20")
+    if search.method in ("random", "tpe") and search.trials is None:
+        problems.append(f"{source}: search.trials: required with method: {search.method} (how many distinct "
+                        "points to try), e.g. trials: 20")
+    if search.method == "tpe" and not _has_optuna():
+        problems.append(f'{source}: search.method: tpe needs Optuna: pip install "kexp[optuna]"')
+    if search.method != "tpe" and search.batch != 1:
+        problems.append(f"{source}: search.batch: has no effect with method: {search.method}; it sets how "
+                        "many points method: tpe asks at a time")
     if search.method == "grid" and search.trials is not None:
         problems.append(f"{source}: search.trials: has no effect with method: grid, which runs every "
                         "combination; remove it, or set method: random")
@@ -147,7 +164,10 @@ def plan(config: Config, source: str, *, yes: bool = False) -> SearchPlan:
         base["training"]["epochs"] = rungs[-1]
 
     points: list[dict] = []
-    if not problems:  # every key parsed: the points of the space
+    if not problems and search.method == "tpe" and size is not None and size < search.trials:
+        problems.append(f"{source}: search.trials: {search.trials} distinct points asked, but the space has only "
+                        f"{size}; lower trials, or use method: grid to run them all")
+    if not problems and search.method != "tpe":  # every key parsed: the points of the space (tpe: asked later)
         sample = search.method == "random" or (search.method == "halving" and search.trials is not None)
         found, points = (_random if sample else _grid)(dims, search, size, seed, yes)
         problems += [f"{source}: {line}" for line in found]
@@ -159,14 +179,21 @@ def plan(config: Config, source: str, *, yes: bool = False) -> SearchPlan:
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     return SearchPlan(search.method, {d.key: d.spec for d in dims}, objective, seed, search.seeds, size, trials,
-                      rungs, search.eta)
+                      rungs, search.eta, search.trials or 0, search.batch, tuple(dims), base, config.name)
+
+
+def _has_optuna() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("optuna") is not None
 
 
 def _rungs(config: Config, source: str) -> tuple[tuple[int, ...], list[str]]:
     """Successive halving's rungs: min_epochs, x eta, ... up to max_epochs (default: training.epochs)."""
     search = config.search
     if search.method != "halving":
-        keys = [k for k in ("eta", "min_epochs", "max_epochs") if k in search.model_fields_set]
+        defaults = {k: type(search).model_fields[k].default for k in ("eta", "min_epochs", "max_epochs")}
+        keys = [k for k, default in defaults.items() if getattr(search, k) != default]
         return (), [f"{source}: search.{k}: has no effect with method: {search.method}; it sets successive "
                     "halving (method: halving)" for k in keys]
     top = search.max_epochs or config.training.epochs
@@ -319,9 +346,9 @@ def _random(dims: list[_Dimension], search, size: int | None, seed: int, yes: bo
             "widen the ranges"], []
 
 
-def _trials(points: list[dict], base: dict, objective: str, seeds: int, name: str) -> list[Trial]:
+def _trials(points: list[dict], base: dict, objective: str, seeds: int, name: str, start: int = 0) -> list[Trial]:
     trials = []
-    for number, point in enumerate(points):
+    for number, point in enumerate(points, start=start):
         trial_id = f"t{number:03d}"
         data, _ = _build(base, point, objective)
         first = data.get("seed")

@@ -15,11 +15,13 @@ finished trial, finishes a K-fold trial's missing folds, and reruns the rest.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 from kexp import layout, runs
 from kexp.config import Config, KFold, validate_config
@@ -135,6 +137,9 @@ def run_sweep(config: Config, *, config_path: Path | None, runs_dir: Path, argv:
 
             if planned.rungs:
                 _halving(sweep, planned, observer, batch)
+            elif planned.method == "tpe":
+                _tpe(sweep, planned, batch, lambda made: check_trials(SimpleNamespace(trials=made), config_path,
+                                                                       source))
             else:
                 everything = batch()
                 for trial in sweep.trials:
@@ -217,6 +222,7 @@ def _start(config: Config, planned, runs_dir: Path, argv: list[str], config_path
                       else "the best epoch's value"},
         "seeds": planned.seeds,
         **({"rungs": list(planned.rungs), "eta": planned.eta} if planned.rungs else {}),
+        **({"budget": planned.budget, "batch": planned.batch} if planned.method == "tpe" else {}),
         "trials": [{"id": t.id, "params": t.params, "status": "pending", "runs": [], "objective": None,
                     "objective_std": None} for t in _distinct(planned.trials)],
         "best": None,
@@ -248,6 +254,9 @@ def _reopen(path: Path, planned) -> _Sweep:
     if runs.read_run(run.path).status == "running":  # its process is still alive
         raise RunError(f"{run.path}: is still running (pid {run.status.get('pid')}); resume it once that process "
                        "has stopped")
+    if planned.method == "tpe":  # its trials are the points Optuna asked for, as recorded
+        for trial in record.get("trials", []):
+            planned.new_trial(trial.get("params") or {})
     ids = [t.id for t in _distinct(planned.trials)]
     if [t.get("id") for t in record.get("trials", [])] != ids:
         raise RunError(f"{run.path / layout.SWEEP_JSON}: its trials are not the ones its sweep.yaml plans; "
@@ -319,7 +328,6 @@ class _Batch:
         self.datasets, self.config_path, self.env, self.rung = datasets, config_path, env, rung
         self.members: dict[str, _Member] = {}
         self.started: dict[str, float] = {}  # trial id -> when its first task started
-        self.order = {t["id"]: n for n, t in enumerate(sweep.trials)}
 
     def add(self, trial: dict) -> None:
         """Make (or reopen) the trial's run folders, one per seed, and queue their tasks."""
@@ -362,7 +370,8 @@ class _Batch:
     def trial_started(self, trial: dict) -> None:
         if trial["id"] not in self.started:
             self.started[trial["id"]] = time.perf_counter()
-            self.observer.trial_start(trial, self.order[trial["id"]], len(self.sweep.trials))
+            total = max(len(self.sweep.trials), self.planned.budget)
+            self.observer.trial_start(trial, self.sweep.trials.index(trial), total)
 
     # ------------------------------------------------------------------ routing
     def _member(self, key: str) -> tuple[_Member, str]:
@@ -491,6 +500,69 @@ def _halving(sweep: _Sweep, planned, observer: SweepObserver, batch) -> None:
         keep = max(1, len(alive) // planned.eta)
         chosen = {t["id"] for t in sorted(scored, key=lambda t: sign * t["rungs"][k]["objective"])[:keep]}
         alive = [t for t in alive if t["id"] in chosen]
+
+
+def _tpe(sweep: _Sweep, planned, batch, check) -> None:
+    """Model-based search (kexp.tpe): ask Optuna for `search.batch` points, train them as one batch,
+    tell it their objectives; until `search.trials` distinct points have been tried. A point asked
+    again is told its known score without training; a trial whose config fails kexp's checks is told
+    as failed."""
+    from kexp.tpe import Asker
+    from kexp.training import monitor_mode
+
+    base = copy.deepcopy(planned.base)
+    base["validation"]["monitor"] = planned.objective
+    mode = monitor_mode(validate_config(base))
+    sweep.record["objective"]["mode"] = mode
+    asker = Asker(planned.dimensions, planned.seed, mode, planned.batch)
+    known = {}
+    for trial in sweep.trials:
+        if trial["status"] == "completed":
+            asker.add(trial["params"], trial["objective"])
+            known[search_key(trial["params"])] = trial["objective"]
+    unfinished = [t for t in sweep.trials if t["status"] != "completed"]
+    repeats = 0
+    while True:
+        round_, asked = batch(), []
+        for trial in unfinished:  # a resumed sweep's trials that had not finished
+            round_.add(trial)
+            asked.append((None, trial))
+        unfinished = []
+        while len(asked) < planned.batch and len(sweep.trials) < planned.budget and repeats < 100:
+            handle, point = asker.ask()
+            if search_key(point) in known:  # asked again: its score is known
+                asker.tell(handle, known[search_key(point)])
+                repeats += 1
+                continue
+            repeats = 0
+            made = planned.new_trial(point)
+            trial = {"id": made[0].id, "params": point, "status": "pending", "runs": [], "objective": None,
+                     "objective_std": None}
+            sweep.trials.append(trial)
+            known[search_key(point)] = None
+            try:
+                round_.datasets.update(check(made))
+            except ConfigError as exc:
+                trial.update(status="failed", error="; ".join(exc.problems))
+                sweep.save()
+                asker.tell(handle, None)
+                continue
+            round_.add(trial)
+            asked.append((handle, trial))
+        if not asked:
+            return
+        round_.run()
+        for handle, trial in asked:
+            value = trial["objective"] if trial["status"] == "completed" else None
+            known[search_key(trial["params"])] = value
+            if handle is None:
+                asker.add(trial["params"], value)
+            else:
+                asker.tell(handle, value)
+
+
+def search_key(point: dict) -> str:
+    return json.dumps(point, sort_keys=True, default=str)
 
 
 def _resumable(sweep: _Sweep, trial: dict, seed_index: int) -> Path | None:
