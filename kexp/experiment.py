@@ -3,18 +3,15 @@
     load and check the data -> splits -> an executor runs one task per split -> aggregate the splits
     -> optionally retrain on all training data (one more task) -> test -> baselines, diagnosis, plots
 
-Hold-out is the one-split case. Tasks (kexp.executor) are plain data and return plain data; this
-module is the only writer of the run folder (kexp.runs, paths from kexp.layout): it writes each
-epoch's history row and the best model as their events arrive, and each split's files as its result
-arrives, so a crash at any moment leaves a folder that reads back (and a K-fold run that resumes).
+Hold-out is the one-split case. Tasks (kexp.executor) are plain data and return plain data; the
+driver alone writes the run folder (kexp.runfolder's Writer): each epoch's history row and the best
+model as their events arrive, and each split's files as its result arrives, so a crash at any moment
+leaves a folder that reads back (and a K-fold run that resumes). `prepare` + `Pending` are the two
+halves of `execute`, for a caller that runs many runs' tasks at once (a sweep).
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import re
-import subprocess
 import threading
 import time
 import traceback
@@ -24,15 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kexp import checks, layout, runs, scores
+from kexp import checks, layout, runfolder, runs, scores
 from kexp.config import Config, KFold
 from kexp.errors import DataError, Interrupted, KexpError, RunError, TrainingFailed
 from kexp.executor import Context, Event, Executor, LocalProcessExecutor, Task, TaskResult
-from kexp.keras_objects import with_keras_defaults
 from kexp.models import metric_directions
 from kexp.validation import Split, splits_for
-
-PREPROCESSING_FORMAT = 1  # preprocessing.json
 
 
 class Observer:
@@ -66,160 +60,6 @@ def load_data(config: Config, config_dir: Path | None, source: str | None = None
         if source is None:
             raise
         raise DataError([f"{source}: {line}" for line in exc.problems]) from None
-
-
-# --------------------------------------------------------------------------- the run folder
-def environment(config: Config, argv: list[str], config_path: Path | None) -> dict:
-    import kexp
-    from kexp.training import versions
-
-    return {
-        "kexp": kexp.__version__,
-        "python": platform.python_version(),
-        **versions(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "seed": config.seed,
-        "argv": argv,
-        "cwd": os.getcwd(),
-        "config_file": str(config_path.resolve()) if config_path else None,
-        "git": _git_state(),
-    }
-
-
-def _git_state() -> dict | None:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5)
-        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def start_run(config: Config, *, command: str, runs_dir: Path, argv: list[str],
-              config_path: Path | None, env: dict | None = None) -> runs.Run:
-    run = runs.create_run(runs_dir, config.name, command)
-    try:
-        run.write_config(config.to_dict(), with_keras_defaults(config.to_dict()))
-        env = environment(config, argv, config_path) if env is None else {**env, "seed": config.seed}
-        run.write_json(layout.ENVIRONMENT, env)
-    except OSError as exc:  # e.g. the disk filled up right after the folder was made
-        _final_status(run, "failed", error=f"cannot write the run folder: {exc.strerror or exc}")
-        raise RunError(f"{run.path}: cannot write the run folder: {exc.strerror or exc}") from None
-    return run
-
-
-def _recorded_splits(run: runs.Run, n: int) -> list[Split]:
-    """The folds a K-fold run folder recorded, checked first: folds.json is a file anyone can edit, and
-    a fold's id becomes a folder name (`../..` would write outside the run folder)."""
-    where = run.path / layout.FOLDS
-    try:
-        splits = [Split.from_dict(d) for d in runs.read_json(where)["splits"]]
-    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
-        raise RunError(f"{where}: cannot read the folds ({type(exc).__name__}: {exc}); this run folder "
-                       "cannot be resumed") from None
-    for split in splits:
-        if not isinstance(split.id, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", split.id):
-            raise RunError(f"{where}: fold id {split.id!r} is not a plain name; this run folder cannot be resumed")
-        for index in (split.train_idx, split.val_idx):
-            if index.ndim != 1 or (index.size and not 0 <= index.min() <= index.max() < n):
-                raise RunError(f"{where}: fold {split.id} has sample indices outside 0..{n - 1}: it was "
-                               "written for other data; this run folder cannot be resumed")
-    if not splits:
-        raise RunError(f"{where}: records no folds; this run folder cannot be resumed")
-    return splits
-
-
-def _reopen(path: Path, splits: list[Split], kfold: bool, extend: bool) -> tuple[runs.Run, list[Split], runs.RunRecord]:
-    """An interrupted K-fold run folder, marked running again (a completed one is left untouched,
-    unless `extend`: trained on to more epochs). A hold-out run's one split is the config's."""
-    run = runs.open_run(path)
-    if kfold:
-        splits = _recorded_splits(run, len(splits[0].train_idx) + len(splits[0].val_idx))
-    record = runs.read_run(run.path)
-    if record.status == "running":
-        raise RunError(f"{run.path}: is still running (pid {run.status.get('pid')} on "
-                       f"{run.status.get('host')}); resume it once that process has stopped")
-    if record.status != "completed" or extend:
-        run.status.pop("ended", None)
-        run.status.pop("error", None)
-        run.set_status("running", pid=os.getpid(), resumed=runs.utc_now())
-    return run, splits, record
-
-
-def _final_status(run: runs.Run, status: str, **extra) -> None:
-    """Best effort: when not even status.json can be written (a full disk), the error that got us
-    here is still the one reported, and the folder reads back as incomplete."""
-    try:
-        run.set_status(status, **extra)
-    except OSError:
-        pass
-
-
-def _preprocessing_file(record: dict, models: list[str]) -> dict:
-    return {"format": PREPROCESSING_FORMAT, "models": models, **record}
-
-
-class _Writer:
-    """The driver's side of the tasks: every event and result goes into the run folder as it arrives."""
-
-    def __init__(self, run: runs.Run, kfold: bool, observer: Observer):
-        self.run, self.kfold, self.observer = run, kfold, observer
-        self.histories: dict[str, runs.HistoryWriter] = {}
-        self.rows: dict[str, int] = {}
-        self.initial: dict[str, list[dict]] = {}  # a continued split's epochs before its checkpoint
-
-    def folder(self, task: Task) -> Path:
-        return self.run.path / layout.split_dir(task.key, self.kfold)
-
-    def emit(self, event: Event) -> None:
-        if event.kind == "start":
-            history = self.histories[event.key] = self.run.history(layout.split_history(event.key, self.kfold))
-            for epoch, logs in enumerate(self.initial.get(event.key, []), start=1):
-                history.append(epoch, logs)
-            self.rows[event.key] = len(self.initial.get(event.key, []))
-            self.observer.split_start(event.key, event.epochs)
-        elif event.kind == "epoch" and event.key in self.histories:
-            self.histories[event.key].append(event.epoch, event.logs)
-            self.rows[event.key] += 1
-            self.observer.epoch_end(event.key, event.epoch, event.logs)
-        elif event.kind == "best":
-            runs.atomic_write(self.run.file(layout.BEST), event.model)
-
-    def finished(self, result: TaskResult) -> None:
-        """A split's own files; a K-fold fold's metrics.json last (it marks the fold finished)."""
-        history = self.histories.pop(result.key, None)
-        if history is not None:
-            history.close()
-        if self.rows.pop(result.key, None) != len(result.logs):  # events lost on the way: the result has them all
-            history = self.run.history(layout.split_history(result.key, self.kfold))
-            for epoch, logs in enumerate(result.logs, start=1):
-                history.append(epoch, logs)
-            history.close()
-        folder = layout.split_dir(result.key, self.kfold)
-        for name, content in result.files.items():
-            runs.atomic_write(self.run.file(folder, name), content)
-        if result.checkpoint is not None:
-            runs.atomic_write(self.run.file(folder, layout.checkpoint(len(result.logs))), result.checkpoint)
-        if self.kfold and result.key != layout.FINAL_SPLIT:
-            self.run.write_json(f"{folder}/{layout.PREPROCESSING}", _preprocessing_file(result.preprocessing, []))
-            self.run.write_json(f"{folder}/{layout.METRICS}", result.metrics)
-            self.prune(folder, len(result.logs))
-            self.observer.split_end(result.key, result.metrics)
-
-    def prune(self, folder: str, epochs: int) -> None:
-        """Once metrics.json records `epochs`, the split's older checkpoints are of no use."""
-        for n, path in layout.checkpoints(self.run.path / folder).items():
-            if n != epochs:
-                path.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        for history in self.histories.values():
-            history.close()
-        self.histories.clear()
 
 
 # --------------------------------------------------------------------------- the loop
@@ -275,14 +115,14 @@ def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor,
             # its model.keras and metrics.json are final: touch nothing
             return Result(record.path, record.metrics.to_dict() if record.metrics else {}, "completed",
                           already_complete=True)
-        run, splits, record = _reopen(resume, splits, kfold, extend=epochs is not None)
+        run, splits, record = runfolder.reopen(resume, splits, kfold, extend=epochs is not None)
     else:
-        run = start_run(config, command=command, runs_dir=runs_dir, argv=argv or [], config_path=config_path,
+        run = runfolder.start_run(config, command=command, runs_dir=runs_dir, argv=argv or [], config_path=config_path,
                         env=env)
         if isinstance(config.validation, KFold):
             run.write_json(layout.FOLDS, {"splits": [s.to_dict() for s in splits]})
     observer.start(run.path, [s.id for s in splits], target)
-    writer = _Writer(run, kfold, observer)
+    writer = runfolder.Writer(run, kfold, observer)
     context = Context(data=data, folder_of=writer.folder, should_stop=stop.is_set)
     plan = _Plan(config, config_dir, data, splits, executor, writer, context, target, checkpoint)
     return Pending(plan, stop, started, data_s, plots)
@@ -342,7 +182,7 @@ class Pending:
 
     def end(self, status: str, error: str) -> None:
         """Ended from outside before its tasks finished (a sweep stopped, or another seed failed)."""
-        _final_status(self.run, status, error=error)
+        runfolder.final_status(self.run, status, error=error)
         self.writer.close()
 
     @contextmanager
@@ -352,21 +192,22 @@ class Pending:
         try:
             yield
         except KeyboardInterrupt:
-            _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
+            runfolder.final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
             raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
         except TrainingFailed:  # its status is written
             raise
         except Interrupted:
-            _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
+            runfolder.final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
             raise
         except KexpError as exc:
-            _final_status(run, "failed", error=str(exc))
+            runfolder.final_status(run, "failed", error=str(exc))
             raise
         except Exception as exc:
             if self.stop.is_set():  # Ctrl-C landed in a library that turned it into its own error (zipfile, h5py)
-                _final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
+                runfolder.final_status(run, "interrupted", error="interrupted (SIGINT/SIGTERM)")
                 raise Interrupted(f"interrupted; what was done is kept in {run.path}") from None
-            _final_status(run, "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            runfolder.final_status(run, "failed", error=f"{type(exc).__name__}: {exc}",
+                                   traceback=traceback.format_exc())
             raise RunError(f"training failed: {type(exc).__name__}: {exc}; see {run.path}/status.json") from exc
         finally:
             self.writer.close()
@@ -396,7 +237,7 @@ class _Plan:
     data: object
     splits: list[Split]
     executor: Executor
-    writer: _Writer
+    writer: runfolder.Writer
     context: Context
     epochs: int  # what the splits train to (training.epochs, or a halving rung's)
     checkpoint: bool = False  # keep each split's last model, to train it on later
@@ -528,7 +369,8 @@ class _Plan:
         whole = Split(layout.FINAL_SPLIT, 0, 0, np.arange(n), np.arange(0))
         run = self.writer.run
         if holdout is not None and (run.path / layout.BEST).exists():  # best.keras keeps its own preprocessing
-            run.write_json(layout.BEST_PREPROCESSING, _preprocessing_file(holdout.preprocessing, [layout.BEST]))
+            record = runfolder.preprocessing_file(holdout.preprocessing, [layout.BEST])
+            run.write_json(layout.BEST_PREPROCESSING, record)
         result = self.run_tasks([self.task(whole, epochs, keep_model=True)])[layout.FINAL_SPLIT]
         metrics["final_model"] = {"epochs": epochs, "n_train": n, "train": result.metrics["train"]["last"]}
         metrics["durations"]["final_s"] = round(time.perf_counter() - started, 3)
@@ -538,6 +380,6 @@ class _Plan:
         run = self.writer.run
         runs.atomic_write(run.file(layout.MODEL), result.model)
         has_best = result.key != layout.FINAL_SPLIT and (run.path / layout.BEST).exists()
-        run.write_json(layout.PREPROCESSING, _preprocessing_file(result.preprocessing,
+        run.write_json(layout.PREPROCESSING, runfolder.preprocessing_file(result.preprocessing,
                                                                  [layout.MODEL] + ([layout.BEST] if has_best else [])))
         run.write_text(layout.SUMMARY, result.summary)

@@ -13,7 +13,8 @@ from kexp import layout
 from kexp.config import load_config
 from kexp.errors import Interrupted
 from kexp.runs import read_json, read_run
-from kexp.sweep import SweepObserver, objective_of, run_sweep
+from kexp.sweep import SweepObserver, run_sweep
+from kexp.trials import objective_of
 
 SWEEP = {**yaml.safe_load(TINY_CONFIG), "validation": {"scheme": "kfold", "n_splits": 2},
          "search": {"method": "grid", "space": {"model.layers.0.units": [4, 8]}, "objective": "val_loss"}}
