@@ -97,6 +97,7 @@ class CsvData(Section):
     categorical: list[str] = []  # feature columns of category strings: one-hot encoded, fitted per fold
     missing: Literal["error", "drop", "mean", "most_frequent"] = "error"  # empty/NA feature cells
     positive_class: str | dict[str, str] | None = None  # binary string labels: this one -> id 1
+    sample_weight: str | None = None  # a column of per-row training weights (>= 0); then not a feature
 
 
 class NpzData(Section):
@@ -110,6 +111,7 @@ class NpzData(Section):
     seed: Seed = 0
     missing: Literal["error", "drop", "mean", "most_frequent"] = "error"  # NaN input values
     positive_class: str | dict[str, str] | None = None  # binary string labels: this one -> id 1
+    sample_weight: str | None = None  # an array of per-row training weights (>= 0), as long as x
 
 
 Dataset = Annotated[
@@ -204,6 +206,18 @@ class Training(Section):
     shuffle: bool = True
     callbacks: list[ObjectSpec] = Field(default_factory=list)
     steps_per_execution: PosInt | Literal["epoch"] = "epoch"  # "epoch": one host round trip per epoch
+    class_weight: Literal["balanced"] | dict[int | str, float] | None = None  # each training row's loss
+    # weighted by its class: balanced (scikit-learn's n / (classes * count) on each split's training labels)
+    # or {class id or name: weight >= 0}, classes not named 1; single-output models only
+
+    @field_validator("class_weight")
+    @classmethod
+    def _weights_not_negative(cls, value):
+        negative = [f"{key} ({weight:g})" for key, weight in (value.items() if isinstance(value, dict) else ())
+                    if weight < 0]
+        if negative:
+            raise ValueError(f"a class weight must be >= 0; got {', '.join(negative)}")
+        return value
 
 
 # --------------------------------------------------------------------------- validation
@@ -284,6 +298,7 @@ class Search(Section):
     seeds: PosInt = 1  # each trial trained with seeds seed, seed+1, ... and scored on their mean
     objective: str | None = None  # a validation metric (val_...); default: validation.monitor
     limit: PosInt = 100  # a larger grid runs only with `kexp sweep --yes`
+    final: bool = False  # retrain the best config on all training data and test it: the test set, once
 
 
 # --------------------------------------------------------------------------- executor (where tasks run)
@@ -298,10 +313,12 @@ class Executor(Section):
     gpus_per_task: Annotated[float, Field(ge=0)] | None = None  # ray: fractions share a GPU; default 1 if the
     # cluster has GPUs, else 0
     max_retries: NonNegInt = 2  # ray: a task whose worker process died is run again this many times
+    reuse_workers: bool = False  # ray: keep worker processes between tasks (TensorFlow starts once per worker,
+    # not once per task; Keras' session is cleared between tasks) instead of a fresh process per task
 
     @model_validator(mode="after")
     def _ray_keys_need_ray(self):
-        given = [key for key in ("address", "cpus_per_task", "gpus_per_task", "max_retries")
+        given = [key for key in ("address", "cpus_per_task", "gpus_per_task", "max_retries", "reuse_workers")
                  if getattr(self, key) != type(self).model_fields[key].default]
         if self.kind == "local" and given:
             them = "them" if len(given) > 1 else "it"
@@ -322,13 +339,15 @@ class Config(Section):
     validation: Validation = Field(default_factory=lambda: Holdout(scheme="holdout"))  # holdout or kfold
     search: Search | None = None  # `kexp sweep` only: `train`/`kfold` refuse a config that has one
     executor: Executor | None = None  # where tasks run; changes nothing in the results
+    plugins: list[str] | None = None  # your Python files, imported first (objects registered with
+    # keras.saving.register_keras_serializable work by name); relative to this file's folder
 
     @property
     def split_seed(self) -> int:
         return self.seed if self.validation.seed is None else self.validation.seed
 
     def to_dict(self) -> dict:
-        unset = {key for key in ("search", "executor") if getattr(self, key) is None}  # absent stays absent
+        unset = {key for key in ("search", "executor", "plugins") if getattr(self, key) is None}  # absent stays absent
         return self.model_dump(mode="json", exclude=unset or None)
 
 

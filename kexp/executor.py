@@ -44,6 +44,7 @@ class Task:
     keep_best: bool = False  # emit a `best` event with the model each time the monitored metric improves
     keep_model: bool = False  # return the trained model, its summary and its test-set scores
     checkpoint: bool = False  # return the model as it is after the last epoch (to be continued later)
+    test: bool = True  # keep_model: score it on the test split (a sweep's trials never touch it)
     initial_model: bytes | None = None  # continue this .keras archive (a checkpoint) instead of a new model
     initial_logs: tuple = ()  # ... whose epochs 1..n these were: training goes on from epoch n + 1
 

@@ -88,7 +88,8 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
 def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor, stop: threading.Event,
             config_path: Path | None = None, argv: list[str] | None = None, observer: Observer | None = None,
             resume: Path | None = None, data=None, checked: bool = False, env: dict | None = None,
-            plots: bool = True, epochs: int | None = None, checkpoint: bool = False) -> Pending | Result:
+            plots: bool = True, epochs: int | None = None, checkpoint: bool = False,
+            test: bool = True) -> Pending | Result:
     """The first half of `execute`: the data loaded and checked (unless given, and `checked`), the run
     folder made (or reopened with `resume`), and the split tasks still to run. A resumed run that had
     completed comes back as its Result. Whoever runs the tasks feeds their events to `emit` and their
@@ -96,7 +97,8 @@ def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor,
 
     `epochs` (successive halving's rungs): train to this many epochs, not training.epochs; with
     `resume`, a split that has a checkpoint of the epochs it recorded is trained on from there (a
-    completed run too). `checkpoint`: keep each split's last model for that."""
+    completed run too). `checkpoint`: keep each split's last model for that. `test`: False leaves the
+    test split untouched (a sweep's trials: the test set is for the sweep's one final model)."""
     observer = observer or Observer()
     config_dir = config_path.parent if config_path else None
     started = time.perf_counter()
@@ -124,7 +126,7 @@ def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor,
     observer.start(run.path, [s.id for s in splits], target)
     writer = runfolder.Writer(run, kfold, observer)
     context = Context(data=data, folder_of=writer.folder, should_stop=stop.is_set)
-    plan = _Plan(config, config_dir, data, splits, executor, writer, context, target, checkpoint)
+    plan = _Plan(config, config_dir, data, splits, executor, writer, context, target, checkpoint, test)
     return Pending(plan, stop, started, data_s, plots)
 
 
@@ -241,6 +243,7 @@ class _Plan:
     context: Context
     epochs: int  # what the splits train to (training.epochs, or a halving rung's)
     checkpoint: bool = False  # keep each split's last model, to train it on later
+    test: bool = True  # score the kept model on the test split
 
     @property
     def kfold(self) -> bool:
@@ -249,7 +252,8 @@ class _Plan:
     def task(self, split: Split, epochs: int, keep_model: bool, **more) -> Task:
         config_dir = str(self.config_dir.resolve()) if self.config_dir else None
         return Task(split.id, self.config.to_dict(), config_dir, split, epochs,
-                    keep_best=not self.kfold and split.id != layout.FINAL_SPLIT, keep_model=keep_model, **more)
+                    keep_best=not self.kfold and split.id != layout.FINAL_SPLIT, keep_model=keep_model,
+                    test=self.test, **more)
 
     def run_tasks(self, tasks: list[Task]) -> dict[str, TaskResult]:
         results = {}

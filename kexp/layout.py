@@ -97,23 +97,27 @@ def split_history(split_id: str, kfold: bool) -> str:
 #     sweep.json         the space, the method, the objective and every trial (format below)
 #     trials/<run>/      each trial (and seed) as a complete run folder of its own
 #     best.yaml          the best trial's config as a plain config (no `search:`): `kexp train`/`kfold` run it
+#     final/<run>/*      search.final: the best config retrained on all training data and tested once (a
+#                        K-fold run whose folds are the best trial's, copied, plus the final model)
 #     plots/*.png        the objective against each parameter; the top trials' learning curves
 SWEEP_JSON = "sweep.json"
 SWEEP_CONFIG = "sweep.yaml"
 TRIALS_DIR = "trials"
 BEST_CONFIG = "best.yaml"
+SWEEP_FINAL_DIR = "final"
 SWEEP_FORMAT = 1
 """sweep.json: {"format": 1, "name", "method", "space", "objective": {"metric", "mode", "score"},
 "seeds", "trials": [{"id", "params", "status", "runs" (folders relative to the sweep folder),
 "objective", "objective_std", "best_epoch", "overfit_epoch", "margin", "epochs_trained",
 "duration_s", "error"*, "rungs"*}], "best": {"trial", "objective", "objective_std", "params"} or null,
-"rungs"*, "eta"*}.
+"rungs"*, "eta"*, "final"*}.
 A trial's `objective` is the mean over its seeds of each run's score: the fold mean at the mean
 curve's best epoch (K-fold) or the best epoch's value (hold-out); `objective_std` is the std across
 folds (one seed) or across seeds. Successive halving (method: halving) adds the rungs' epochs
 (`rungs`, `eta`) and, per trial, `rungs`: [{"epochs", "objective", "objective_std"}] for each rung it
-finished; its `objective` is its last rung's; a trial not promoted stays at its last rung. A format-1
-reader that does not know these keys reads every sweep."""
+finished; its `objective` is its last rung's; a trial not promoted stays at its last rung.
+`search.final` adds "final": {"trial", "run" (relative to the sweep folder), "epochs", "test"}: the
+only test-set scores of the sweep. A format-1 reader that does not know these keys reads every sweep."""
 
 
 # --------------------------------------------------------------------------- metrics.json
@@ -405,11 +409,12 @@ class Sweep(Record):
     best: SweepBest | None = None
     rungs: list | None = None  # halving: each rung's epochs
     eta: int | None = None  # halving: 1 in eta trials goes on
+    final: dict | None = None  # search.final: {"trial", "run", "epochs", "test"}
 
     _READ: ClassVar[dict] = {"format": INT, "name": TEXT, "space": MAPPING,
                              "objective": object_of(Objective.from_dict), "seeds": INT,
                              "trials": list_of(Trial.from_dict), "best": object_of(SweepBest.from_dict),
-                             "rungs": list, "eta": INT}
+                             "rungs": list, "eta": INT, "final": MAPPING}
 
     def trial_list(self) -> list[Trial]:
         """The trials that could be read (a damaged item is left out), in trial order."""

@@ -29,8 +29,8 @@ from kexp import layout, runs
 from kexp.config import Config, KFold, validate_config
 from kexp.errors import ConfigError, Interrupted, RunError
 from kexp.executor import Executor, LocalProcessExecutor
-from kexp.experiment import Observer, load_data
-from kexp.runfolder import environment
+from kexp.experiment import Observer, execute, load_data
+from kexp.runfolder import environment, start_run
 from kexp.trials import Batch, dataset_key
 
 
@@ -129,6 +129,8 @@ def run_sweep(config: Config, *, config_path: Path | None, runs_dir: Path, argv:
                     if trial["status"] != "completed":
                         everything.add(trial)
                 everything.run()
+            if config.search.final and not sweep.record.get("final") and sweep.best() is not None:
+                _final_model(sweep, planned, shared, observer, stop, config_path, argv or [])
         except (KeyboardInterrupt, Interrupted):
             for trial in sweep.trials:
                 if trial["status"] == "running":
@@ -332,6 +334,39 @@ def _tpe(sweep: _Sweep, planned, batch, check) -> None:
                 asker.add(trial["params"], value)
             else:
                 asker.tell(handle, value)
+
+
+def _final_model(sweep: _Sweep, planned, executor: Executor, observer: SweepObserver, stop: threading.Event,
+                 config_path: Path | None, argv: list[str]) -> None:
+    """search.final: the best trial's config retrained on all training data (`validation.final`, the
+    best epoch by default) and scored on the test split: the one time a sweep touches the test set.
+    A K-fold trial's folds are not trained again: its folds are copied into the final run, which then
+    trains only the final model (as `kexp kfold --resume` would)."""
+    best = sweep.best()
+    trial = next(t for t in sweep.trials if t["id"] == best["trial"])
+    data = copy.deepcopy(next(t for t in planned.trials if t.id == best["trial"]).config)
+    data["validation"]["final"] = data["validation"].get("final") or {"epochs": "best"}
+    config = validate_config(data)
+    kfold = isinstance(config.validation, KFold)
+    runs_dir = sweep.run.path / layout.SWEEP_FINAL_DIR
+    observer.note(f"final model: {trial['id']} retrained on all training data, then tested")
+    resume = None
+    if kfold:
+        run = start_run(config, command="kfold", runs_dir=runs_dir, argv=argv, config_path=config_path)
+        source = sweep.run.path / trial["runs"][0]
+        runs.atomic_write(run.file(layout.FOLDS), (source / layout.FOLDS).read_bytes())
+        for fold in sorted((source / layout.FOLDS_DIR).iterdir()):
+            for name in (layout.METRICS, layout.HISTORY, layout.PREPROCESSING):
+                if (fold / name).is_file():
+                    runs.atomic_write(run.file(layout.FOLDS_DIR, fold.name, name), (fold / name).read_bytes())
+        run.set_status("interrupted", error=f"folds copied from trial {trial['id']}; the final model comes next")
+        resume = run.path
+    result = execute(config, command="kfold" if kfold else "train", runs_dir=runs_dir, config_path=config_path,
+                     argv=argv, observer=observer, executor=executor, stop=stop, resume=resume)
+    sweep.record["final"] = {"trial": trial["id"], "run": result.path.relative_to(sweep.run.path).as_posix(),
+                             "epochs": (result.metrics.get("final_model") or {}).get("epochs"),
+                             "test": result.metrics.get("test")}
+    sweep.save()
 
 
 def search_key(point: dict) -> str:

@@ -86,9 +86,10 @@ def versions() -> dict:
 
 # --------------------------------------------------------------------------- tf.data
 def to_tf_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
-                  repeat: bool = False):
+                  repeat: bool = False, weights: np.ndarray | None = None):
     """A tf.data pipeline over prepared features, built once: cached, shuffled each epoch,
-    batched, multi-hot encoded per batch, prefetched."""
+    batched, multi-hot encoded per batch, prefetched. With `weights`, (x, y, sample weight) batches,
+    as Keras' `fit` takes them."""
     import tensorflow as tf
 
     def source(value):
@@ -106,7 +107,8 @@ def to_tf_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, see
     is_dict = isinstance(x, dict)
     xs = {k: source(v) for k, v in x.items()} if is_dict else source(x)
     n = n_rows(x)
-    ds = tf.data.Dataset.from_tensor_slices((xs, y) if y is not None else (xs,))
+    parts = (xs,) if y is None else (xs, y) if weights is None else (xs, y, weights)
+    ds = tf.data.Dataset.from_tensor_slices(parts)
     ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
@@ -236,7 +238,9 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
             checkpoint.write_bytes(task.initial_model)
             model = keras.saving.load_model(checkpoint, safe_mode=True)
         batch = config.training.batch_size
-        train_ds = to_tf_dataset(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True)
+        weights, class_weight = training_weights(config, data, split.train_idx)
+        train_ds = to_tf_dataset(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True,
+                                 weights=weights)
         val_ds = None
         if len(split.val_idx):
             x_va = pre.transform(take(data.x_train, split.val_idx))
@@ -255,10 +259,12 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
         result = TaskResult(key=task.key, split=split, logs=log.logs,
                             metrics=_split_metrics(log.logs, monitor, mode, split, seed, task.epochs, started),
                             preprocessing=preprocessing_record(config, data, pre, split))
+        if class_weight is not None:  # the weights this split trained with (balanced: from its own labels)
+            result.preprocessing["class_weight"] = {str(k): v for k, v in class_weight.items()}
         if task.keep_model:
             result.model = _model_bytes(model, scratch)
             result.summary = model_summary(model)
-            result.test = _test_scores(config, data, model, pre)
+            result.test = _test_scores(config, data, model, pre) if task.test else None
         if task.checkpoint:
             result.checkpoint = _model_bytes(model, scratch)
         if folder is None:
@@ -266,6 +272,60 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def class_weights(spec: str | dict, y: np.ndarray, num_classes: int | None,
+                  class_names: list[str] | None) -> tuple[dict[int, float], list[str]]:
+    """`training.class_weight` as {class id: weight} for training labels `y` (class ids), and the problems
+    of a mapping (keys: class ids, or class names when the labels are named). `balanced` is scikit-learn's
+    `compute_class_weight("balanced")` on `y`: n / (classes * count of the class)."""
+    if spec == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        classes = np.unique(np.asarray(y, dtype=np.int64))
+        return dict(zip(classes.tolist(), compute_class_weight("balanced", classes=classes, y=y).tolist())), []
+    ids = list(range(num_classes or 0))
+    allowed = ", ".join(map(str, ids)) + (f" (ids) or {', '.join(class_names)} (names)" if class_names else "")
+    result: dict[int, float] = {}
+    problems = []
+    for key, weight in spec.items():
+        if isinstance(key, str) and class_names and key in class_names:
+            cid = class_names.index(key)
+        elif isinstance(key, int) and key in ids or isinstance(key, str) and key.isdigit() and int(key) in ids:
+            cid = int(key)  # an id; a config saved as JSON (a run's config, a task) has it as text
+        else:
+            from kexp.config import show
+            from kexp.errors import close_matches
+
+            names = [*map(str, ids), *(class_names or [])]
+            problems.append(f"training.class_weight.{key}: unknown class{close_matches(str(key), names)}; "
+                            f"got {show(key)}; allowed: {allowed}")
+            continue
+        if cid in result:
+            problems.append(f"training.class_weight.{key}: class {cid} is given twice (by id and by name); keep one")
+        result[cid] = float(weight)
+    return result, problems
+
+
+def training_weights(config: Config, data, rows: np.ndarray) -> tuple[np.ndarray | None, dict[int, float] | None]:
+    """Each training row's weight in the loss, and the class weights used: the row's
+    `dataset.sample_weight` times the `training.class_weight` of its class (Keras' definition of class
+    weights: a row's sample weight is its class's weight; classes not named weigh 1). (None, None)
+    without either. Keras' own `class_weight` refuses sample weights beside it, hence the product here."""
+    weights = None if data.w_train is None else np.asarray(data.w_train, dtype=np.float32)[rows]
+    spec = config.training.class_weight
+    if spec is None:
+        return weights, None
+    y = np.asarray(data.y_train, dtype=np.int64)[rows]
+    mapping, problems = class_weights(spec, y, data.num_classes, data.class_names)
+    if problems:
+        raise ConfigError(problems)
+    table = np.ones(max([data.num_classes or 0, int(y.max(initial=0)) + 1, *(k + 1 for k in mapping)]),
+                    dtype=np.float32)
+    table[list(mapping)] = list(mapping.values())
+    per_row = table[y]
+    every = {c: mapping.get(c, 1.0) for c in range(len(table))}  # the classes not named too
+    return (per_row if weights is None else weights * per_row), every
 
 
 def _compiled_model(config: Config, x_train, n_train: int):

@@ -116,7 +116,7 @@ class Batch:
                                 runs_dir=runs_dir, config_path=self.config_path, executor=self.executor,
                                 stop=self.stop, observer=TrialObserver(self, trial, prefix), resume=previous,
                                 data=self.datasets.get(dataset_key(config)), checked=True, env=self.env,
-                                plots=False, **self._rung_args())
+                                plots=False, test=False, **self._rung_args())
             except Interrupted:
                 raise
             except KexpError as exc:

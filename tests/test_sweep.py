@@ -178,3 +178,31 @@ def test_the_sweep_command_shows_each_trial_and_ends_with_the_leaderboard(tmp_pa
     folder = next((tmp_path / "runs").iterdir())
     assert "-sweep-" in folder.name
     assert (folder / layout.BEST_CONFIG).exists()
+
+
+def test_search_final_retrains_the_best_config_on_all_training_data_and_tests_it_once(tmp_path):
+    data = {**SWEEP, "search": {**SWEEP["search"], "final": True}}
+    result = sweep_of(tmp_path, data)
+    record = read_json(result.path / layout.SWEEP_JSON)
+    final = record["final"]
+    assert result.status == "completed" and final["trial"] == record["best"]["trial"]
+    run = result.path / final["run"]
+    assert run.parent == result.path / layout.SWEEP_FINAL_DIR and read_run(run).status == "completed"
+    metrics = read_json(run / layout.METRICS)
+    assert final["test"] == metrics["test"] and set(final["test"]) >= {"loss", "accuracy"}
+    assert metrics["final_model"]["n_train"] == 120 and (run / layout.MODEL).is_file()
+    # its folds are the best trial's, not trained again; and no trial was scored on the test split
+    best = next(t for t in record["trials"] if t["id"] == final["trial"])
+    trial_metrics = _trial_metrics(result.path, best)
+    assert metrics["folds"] == trial_metrics["folds"] and final["epochs"] == trial_metrics["best_epoch"]
+    assert all(_trial_metrics(result.path, t)["test"] is None for t in record["trials"])
+    shown = invoke("show", result.path)
+    assert f"{final['trial']} retrained on all training data" in shown.output
+
+
+def test_hold_out_trials_keep_their_model_but_never_touch_the_test_split(tmp_path):
+    data = {**SWEEP, "validation": {"scheme": "holdout", "size": 0.2, "shuffle": True}}
+    result = sweep_of(tmp_path, data)
+    for trial in read_json(result.path / layout.SWEEP_JSON)["trials"]:
+        run = result.path / trial["runs"][0]
+        assert (run / layout.MODEL).is_file() and read_json(run / layout.METRICS)["test"] is None

@@ -273,6 +273,12 @@ def facts(board: Leaderboard):
         grid.add_row("best config", Text(f"{target} (run it: kexp {_command(board)} {target})"))
     elif board.status in ("running", "incomplete", "interrupted"):
         grid.add_row("best config", Text(f"{layout.BEST_CONFIG} is written when the sweep completes"))
+    final = sweep.final if isinstance(sweep.final, dict) else None
+    if final:
+        test = final.get("test") if isinstance(final.get("test"), dict) else {}
+        scores = ", ".join(f"{k} {format_number(v)}" for k, v in test.items()) or "no test split"
+        grid.add_row("final model", Text(f"{final.get('trial')} retrained on all training data "
+                                         f"({final.get('epochs')} epochs): test {scores}; {final.get('run')}"))
     if board.status in ("interrupted", "incomplete"):
         grid.add_row("resume", Text(f"kexp sweep --resume {board.path}"))
     return grid
