@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from cli_runner import invoke, no_traceback, stderr_of
 
 from kexp.runs import find_runs, read_history, read_run
@@ -384,3 +385,33 @@ def test_the_session_runs_the_checkouts_code_with_a_private_keras_home(tmp_path)
     assert seen["backend"] == "tensorflow"
     assert home != Path.home() / ".keras" and Path.home() / ".keras" not in home.parents
     assert not (home / "keras.json").exists() or json.loads((home / "keras.json").read_text())["floatx"] == "float32"
+
+
+def test_a_sweep_killed_with_sigkill_resumes_without_training_a_finished_trial_again(tiny_config, tmp_path, kexp):
+    data = yaml.safe_load(tiny_config.read_text())
+    data.update(validation={"scheme": "kfold", "n_splits": 2}, training={"epochs": 15, "batch_size": 32},
+                search={"space": {"model.layers.0.units": [2, 4, 8]}, "objective": "val_loss"})
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(data))
+    runs_dir = tmp_path / "runs"
+    process = kexp("sweep", config, "--runs-dir", runs_dir, "--quiet")
+
+    def first_trial_done():
+        files = list(runs_dir.glob("*-sweep-*/sweep.json")) if runs_dir.exists() else []
+        record = json.loads(files[0].read_text()) if files else {"trials": []}  # written atomically
+        done = [t for t in record["trials"] if t["status"] == "completed"]
+        return (files[0].parent, done[0]) if done and len(done) < len(record["trials"]) else None
+
+    folder, done = process.wait_for(first_trial_done, "the first trial to finish", timeout=240)
+    process.proc.send_signal(signal.SIGKILL)
+    process.proc.wait()
+    finished = sorted((folder / done["runs"][0]).rglob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in finished if p.is_file()}
+
+    result = invoke("sweep", "--resume", folder, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [t["status"] for t in record["trials"]] == ["completed"] * 3
+    assert next(t for t in record["trials"] if t["id"] == done["id"]) == done  # as it was
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # not one file of it written again
+    assert read_run(folder).status == "completed"
