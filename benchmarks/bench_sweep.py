@@ -8,7 +8,9 @@ at its best epoch), then `kexp sweep configs/boston_sweep.yaml` (the same grid, 
 `--workers 1` and `--workers N`, whole process against whole process, one after another. Prints the
 wall times, the speed-up over the reference (target >= 5x), the parallel efficiency from 1 to N
 workers (target >= 90%: time(1) / (N x time(N))), and each one's best point with its score (kexp:
-mean ± std over folds; the same best point within one std is the target).
+mean ± std over folds; the same best point within one std is the target). Then the same space with
+`search.method: halving` (eta 3, rungs 12, 36, 100 epochs) on N workers: the epochs it trained
+against the grid's (target <= 35%) and its best objective against the grid's best ± std.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ def point_of(params: dict) -> dict:
             "learning_rate": params["compile.optimizer.learning_rate"], "batch_size": params["training.batch_size"]}
 
 
-def kexp(args, workers: int) -> tuple[dict, dict]:
+def kexp(args, workers: int, *more: str) -> tuple[dict, dict]:
     from kexp.layout import read_sweep
 
     with tempfile.TemporaryDirectory() as runs:
         result = measure([sys.executable, "-m", "kexp", "sweep", str(ROOT / "configs" / "boston_sweep.yaml"),
                           "--quiet", "--runs-dir", runs, "--workers", str(workers),
-                          "--set", f"training.epochs={args.epochs}"], env={"KEXP_DATA_DIR": args.data_dir})
+                          "--set", f"training.epochs={args.epochs}", *more], env={"KEXP_DATA_DIR": args.data_dir})
         sweep = read_sweep(next(Path(runs).iterdir())).to_dict()
     return result, sweep
 
@@ -54,6 +56,8 @@ def main() -> None:
     for workers in (1, args.workers):  # kexp first: a mistake shows before the reference's long run
         sweeps[workers] = kexp(args, workers)
         print(f"kexp -j{workers}: {sweeps[workers][0]['wall_s']:.1f} s", flush=True)
+    halving = kexp(args, args.workers, "--set", "search.method=halving")
+    print(f"kexp halving -j{args.workers}: {halving[0]['wall_s']:.1f} s", flush=True)
     ref = measure([sys.executable, str(Path(args.reference) / "boston_grid_baseline.py"), "--data-dir",
                    args.data_dir, "--epochs", str(args.epochs), "--seed", "0"])
     reference = last_json(ref["stdout"])
@@ -65,6 +69,16 @@ def main() -> None:
         print(f"kexp -j{workers:<3} {result['wall_s']:8.1f} s  {ref['wall_s'] / result['wall_s']:5.2f}x  best "
               f"{point_of(best['params'])} val MAE {best['objective']:.3f} ± {best['objective_std']:.3f} "
               f"(the reference scored that point {ref_score:.3f})")
+    grid = sweeps[args.workers][1]
+    top = next(t for t in grid["trials"] if t["id"] == grid["best"]["trial"])
+    found = next(t for t in halving[1]["trials"] if t["id"] == halving[1]["best"]["trial"])
+    epochs = [sum(t.get("epochs_trained") or 0 for t in s["trials"]) for s in (grid, halving[1])]
+    within = abs(found["objective"] - top["objective"]) <= top["objective_std"]
+    print(f"halving (eta {halving[1].get('eta')}, rungs {halving[1].get('rungs')}) -j{args.workers}: "
+          f"{halving[0]['wall_s']:.1f} s; epochs trained {epochs[1]} = {epochs[1] / epochs[0]:.0%} of the grid's "
+          f"{epochs[0]} (target <= 35%); best {point_of(found['params'])} val MAE {found['objective']:.3f} against "
+          f"the grid's best {top['objective']:.3f} ± {top['objective_std']:.3f}: "
+          f"{'within' if within else 'NOT within'} one std (target)")
     one, many = sweeps[1][0]["wall_s"], sweeps[args.workers][0]["wall_s"]
     print(f"speed-up over the reference: {ref['wall_s'] / one:.2f}x (-j1), {ref['wall_s'] / many:.2f}x "
           f"(-j{args.workers}) (target >= 5x); parallel efficiency 1 -> {args.workers} workers: "
