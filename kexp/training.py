@@ -41,7 +41,7 @@ EVAL_BATCH = 1024
 # `settings` (or `statistics` for the fitted ones) has it. Integer sequences get multi_hot or pad_sequences.
 PREPROCESSING_ORDER = ["impute", "one_hot", "float32", "scale", "channels_last", "flatten", "standardize"]
 
-_started = {"threads": None, "done": False}
+_started = {"done": False}
 
 
 # --------------------------------------------------------------------------- start-up
@@ -65,7 +65,6 @@ def start_backend(threads: int | None = None) -> None:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
-                _started["threads"] = threads
             except RuntimeError:
                 pass  # already started; keep what it has
         tf.constant(0)  # start the runtime now, while its chatter is silenced
