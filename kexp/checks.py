@@ -15,10 +15,11 @@ from kexp.models import (
     check_names,
     check_output_activations,
     compile_model,
+    make_metrics,
     metric_directions,
 )
-from kexp.preprocessing import Preprocessor, loss_encoding, n_rows
-from kexp.training import input_shape, start_backend
+from kexp.preprocessing import MultiHot, Preprocessor, loss_encoding, n_rows
+from kexp.training import class_weights, input_shape, start_backend
 from kexp.validation import splits_for
 
 
@@ -47,6 +48,7 @@ def check(config: Config, data, source: str) -> None:
                          f"{num_words}; word ids would not fit; use multi_hot: {num_words}")
     if config.validation.stratify and task == "regression":
         problems.add("validation.stratify", "needs class labels; the data is a regression target; remove it")
+    _check_class_weight(config, data, problems)
     # every Keras name and argument, whatever else is wrong: all problems in one report
     check_names(config, problems)
     blocking = bool(problems.lines)  # the model can be built (shapes, labels) only without these
@@ -64,8 +66,10 @@ def check(config: Config, data, source: str) -> None:
         shape = input_shape(pre.transform(take(data.x_train, sample)))
         model = build_model(config, shape, problems)
         if model is not None:
+            before = len(problems.lines)
             _check_labels(config, data, model, pre, problems)
-            compile_model(model, config, problems)
+            if compile_model(model, config, problems) and len(problems.lines) == before:
+                _check_metrics_on_labels(config, data, model, pre, sample, problems)
     if problems.lines:
         raise ConfigError([f"{source}: {line}" for line in problems.lines])
 
@@ -94,6 +98,7 @@ def _check_labels(config: Config, data, model, pre: Preprocessor, problems: Prob
                      f"targets ({', '.join(tasks)})")
         return
     last_key = f"model.layers.{len(config.model.layers) - 1}"
+    units_key = f"{last_key}.units" if "layer" in config.model.layers[-1] else last_key  # not a share/model/from_run
     for out, tensor in zip(outputs, shapes):
         units = tensor.shape[-1]
         encoding, task, n_classes = encodings[out], tasks[out], classes[out]
@@ -114,11 +119,70 @@ def _check_labels(config: Config, data, model, pre: Preprocessor, problems: Prob
             problems.add("preprocessing.labels", f"binary labels for {n_classes} classes{where}; use "
                          "sparse (sparse_categorical_crossentropy) or categorical")
         elif encoding == "binary" and units != 1:
-            problems.add(f"{last_key}.units",
+            problems.add(units_key,
                          f"binary labels need 1 output unit (sigmoid); the model has {units}{where}")
         elif encoding in ("categorical", "sparse") and n_classes and units != n_classes:
-            problems.add(f"{last_key}.units", f"the last layer has {units} units but the data has {n_classes} "
+            problems.add(units_key, f"the last layer has {units} units but the data has {n_classes} "
                          f"classes{where}; use units: {n_classes} with activation: softmax")
+
+
+def _check_metrics_on_labels(config: Config, data, model, pre: Preprocessor, sample, problems: Problems) -> None:
+    """Every metric object updated once on a few encoded labels and the model's outputs for them, so that a
+    metric that cannot read these labels (precision, recall or AUC on sparse class ids) is a config error
+    naming it, not a shape error deep inside the first training step."""
+    from kexp.keras_objects import first_line
+
+    def dense(value):
+        if isinstance(value, dict):
+            return {k: dense(v) for k, v in value.items()}
+        return value.dense() if isinstance(value, MultiHot) else value
+
+    outputs = list(model.output_names)
+    try:
+        predicted = model(dense(pre.transform(take(data.x_train, sample))), training=False)
+    except Exception:  # a model that cannot run is reported by training itself
+        return
+    if not isinstance(predicted, dict):
+        predicted = dict(zip(outputs, predicted if isinstance(predicted, (list, tuple)) else [predicted]))
+    labels = pre.labels(take(data.y_train, sample))
+    labels = labels if isinstance(labels, dict) else {outputs[0]: labels}
+    encodings = pre.label_encodings if isinstance(pre.label_encodings, dict) else {outputs[0]: pre.label_encodings}
+    built = make_metrics(config, outputs, Problems())
+    per_output = built if isinstance(built, dict) else {outputs[0]: built or []}
+    configured = config.compile.metrics
+    for out, metrics in per_output.items():
+        base = f"compile.metrics.{out}" if isinstance(configured, dict) else "compile.metrics"
+        for i, metric in enumerate(metrics):
+            if not hasattr(metric, "update_state") or out not in labels:
+                continue
+            try:
+                metric.update_state(labels[out], predicted[out])
+            except Exception as exc:
+                if encodings.get(out) == "sparse":
+                    problems.add(f"{base}.{i}", f"{metric.name} needs one 0/1 column per class; the labels are class "
+                                 "ids (sparse); set preprocessing.labels: categorical with loss: "
+                                 "categorical_crossentropy, or use it on a binary target (one sigmoid unit)")
+                else:
+                    problems.add(f"{base}.{i}", f"{metric.name} cannot be computed on these {encodings.get(out)} "
+                                 f"labels; Keras says: {first_line(exc)}")
+        if base == "compile.metrics" and len(per_output) > 1:
+            break  # one list for every output: each problem once
+
+
+def _check_class_weight(config: Config, data, problems: Problems) -> None:
+    """training.class_weight against the data: one output (as Keras' fit), class labels, known classes."""
+    spec = config.training.class_weight
+    if spec is None:
+        return
+    if isinstance(data.task, dict):
+        problems.add("training.class_weight", f"Keras weights the classes of single-output models only; this data "
+                     f"has outputs {', '.join(data.task)}; weight rows with dataset.sample_weight instead (one weight "
+                     "per row, applied to every output's loss), or remove it")
+    elif data.task == "regression":
+        problems.add("training.class_weight", f"weights classes; {config.dataset.name} is a regression target; "
+                     "remove it, or weight rows with dataset.sample_weight")
+    elif isinstance(spec, dict):
+        problems.lines.extend(class_weights(spec, np.asarray(data.y_train), data.num_classes, data.class_names)[1])
 
 
 def _check_monitor(config: Config, problems: Problems) -> None:

@@ -47,6 +47,9 @@ SetOpt = Annotated[
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder that receives run folders.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (default: the config's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+JsonLogsOpt = Annotated[bool, typer.Option(
+    "--json-logs", help="One JSON object per event on stdout (start, epoch, split_end, end with the run folder; "
+                        "a sweep's trial_start/trial_end) and nothing else; errors stay on stderr.")]
 MaybeRunsDirOpt = Annotated[Path | None, typer.Option(
     "--runs-dir", help="Folder that receives run folders (default: runs).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1,
@@ -58,6 +61,10 @@ ExecutorOpt = Annotated[str | None, typer.Option(
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="ray: the cluster to join (host:port, auto). Default: the config's executor.address, then "
                       "$RAY_ADDRESS; else kexp starts a cluster on this machine and stops it at the end.")]
+PluginsOpt = Annotated[list[Path] | None, typer.Option(
+    "--plugins", dir_okay=False,
+    help="Your Python file, imported first: objects it registers with keras.saving.register_keras_serializable "
+         "work by name (repeatable; runs your code: see SECURITY.md).")]
 
 
 def _only_resume(overrides, name, runs_dir, what: str, config: Path, why: str) -> None:
@@ -101,16 +108,25 @@ def main(
     """Run Keras experiments from YAML configs."""
 
 
-def _load(config: Path, overrides: list[str] | None, name: str | None):
+def _load(config: Path, overrides: list[str] | None, name: str | None, plugins: list[Path] | None = None):
     """The config with --set and --name applied; a bad --name is reported as the option (with the
-    config's own problems, all at once), not as the config file's `name` key."""
+    config's own problems, all at once), not as the config file's `name` key. The plugins (the config's
+    and --plugins) are imported first and kept in the config as absolute paths."""
     import json
     import re
 
-    from kexp.config import NAME_PATTERN, load_config, show
+    from kexp import plugins as plugging
+    from kexp.config import NAME_PATTERN, apply_overrides, load_config, read_config_file, show
     from kexp.errors import ConfigError
 
     overrides, problems = list(overrides or []), []
+    try:
+        raw = apply_overrides(read_config_file(config), overrides)
+    except ConfigError:
+        raw = {}  # load_config reports it below
+    paths = plugging.for_config(raw, config.parent, plugins or [])
+    if paths:
+        overrides.append(f"plugins={json.dumps(paths)}")
     if name is not None:  # taken literally: `--name 007` is the text 007, not YAML's number 7
         if re.fullmatch(NAME_PATTERN, name):
             overrides.append(f"name={json.dumps(name)}")
@@ -209,11 +225,12 @@ def _executor(cfg, kind: str | None, address: str | None):
     section = section or Executor()
     return RayExecutor(address or section.address or os.environ.get("RAY_ADDRESS") or None,
                        cpus_per_task=section.cpus_per_task, gpus_per_task=section.gpus_per_task,
-                       max_retries=section.max_retries)
+                       max_retries=section.max_retries, reuse_workers=section.reuse_workers)
 
 
 def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name, quiet: bool, workers: int = 1,
-             resume: Path | None = None, executor: str | None = None, address: str | None = None) -> None:
+             resume: Path | None = None, executor: str | None = None, address: str | None = None,
+             plugins: list[Path] | None = None, json_logs: bool = False) -> None:
     """The shared body of `train` and `kfold`: load, check, train with a progress display, report."""
     from kexp import layout
     from kexp.config import KFold
@@ -230,13 +247,14 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
             if record.config is None or record.environment is None:
                 raise_run_error(f"{resume}: not a resumable kexp run folder (config.yaml or environment.json missing)")
             cfg = load_config(resume / layout.CONFIG_YAML)  # config.json also holds Keras' own defaults
+            _import_plugins(cfg, plugins, resume)
             if not isinstance(cfg.validation, KFold):
                 raise_config_error(f"{resume}: is a hold-out run; only K-fold runs can be resumed (a hold-out run "
                                    "trains one model in one go: start it again with `kexp train CONFIG`)")
             config_file = record.environment.get("config_file")
             config = Path(config_file) if isinstance(config_file, str) and config_file else resume / layout.CONFIG_YAML
         else:
-            cfg = _load(config, overrides, name)
+            cfg = _load(config, overrides, name, plugins)
         if cfg.search is not None:  # never silently dropped
             from kexp.search import refuse_search
 
@@ -250,21 +268,30 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
         from kexp.experiment import execute
         from kexp.progress import Display
 
-        display = Display(out, quiet=quiet)
+        display = Display(out, quiet=quiet, mode="json" if json_logs else "auto")
         with _executor(cfg, executor, address) as runner, _stoppable(), display:
             result = execute(cfg, command=command, runs_dir=runs_dir or Path("runs"), config_path=config,
                              argv=sys.argv, observer=display, workers=workers, resume=resume, stop=STOP,
                              executor=runner)
-        if result.already_complete:
-            out.print(f"{result.path}: the run is already complete; nothing to resume (no file was changed)",
-                      markup=False, highlight=False, soft_wrap=True)
-            return
-        display.report(result)
+        display.report(result)  # a resumed run that was complete already: says so
     except KexpError as error:
         fail(error)
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+
+
+def _import_plugins(cfg, plugins: list[Path] | None, folder: Path) -> None:
+    """--plugins of a resumed run or sweep: a folder never makes kexp import code, so each plugin its
+    config lists (and its tasks will import) must be named again with --plugins."""
+    from kexp import plugins as plugging
+
+    given = plugging.resolve(plugins or [], None)
+    unconfirmed = [path for path in cfg.plugins or [] if path not in given]
+    if unconfirmed:
+        raise_config_error(f"{folder}: was trained with plugins {', '.join(unconfirmed)}; resuming imports them: "
+                           f"pass --plugins for each (kexp imports no code that only a run folder names)")
+    plugging.import_plugins(given)
 
 
 def raise_config_error(message: str):
@@ -288,9 +315,12 @@ def train(
     quiet: QuietOpt = False,
     executor: ExecutorOpt = None,
     address: AddressOpt = None,
+    plugins: PluginsOpt = None,
+    json_logs: JsonLogsOpt = False,
 ) -> None:
     """Train with hold-out validation, evaluate on the test split, write a run folder."""
-    _execute("train", config, overrides, runs_dir, name, quiet, executor=executor, address=address)
+    _execute("train", config, overrides, runs_dir, name, quiet, executor=executor, address=address, plugins=plugins,
+             json_logs=json_logs)
 
 
 @app.command()
@@ -307,11 +337,13 @@ def kfold(
              "--runs-dir); a completed run is left as it is.")] = None,
     executor: ExecutorOpt = None,
     address: AddressOpt = None,
+    plugins: PluginsOpt = None,
+    json_logs: JsonLogsOpt = False,
 ) -> None:
     """K-fold (or iterated K-fold) validation, then optionally retrain and test."""
     _config_or_resume(config, resume, "RUN_FOLDER")
     _execute("kfold", config, overrides, runs_dir, name, quiet, workers=workers, resume=resume, executor=executor,
-             address=address)
+             address=address, plugins=plugins, json_logs=json_logs)
 
 
 @app.command()
@@ -329,6 +361,8 @@ def sweep(
              "finished folds.")] = None,
     executor: ExecutorOpt = None,
     address: AddressOpt = None,
+    plugins: PluginsOpt = None,
+    json_logs: JsonLogsOpt = False,
 ) -> None:
     """Run every trial of the config's search: section, each scored on its validation scheme (the K-fold
     mean for K-fold); write a sweep folder with a leaderboard, each trial's run folder and best.yaml."""
@@ -346,25 +380,25 @@ def sweep(
             if not (resume / layout.SWEEP_CONFIG).is_file():
                 raise_run_error(f"{resume}: not a kexp sweep folder ({layout.SWEEP_CONFIG} missing)")
             cfg = load_config(resume / layout.SWEEP_CONFIG)
+            _import_plugins(cfg, plugins, resume)
             try:  # relative dataset paths resolve against the config file the sweep was started from
                 config = Path(read_json(resume / layout.ENVIRONMENT)["config_file"])
             except (OSError, ValueError, KeyError, TypeError):
                 config = resume / layout.SWEEP_CONFIG
         else:
-            cfg = _load(config, overrides, name)
+            cfg = _load(config, overrides, name, plugins)
         if cfg.search is None:
             raise_config_error(f"{config}: search: missing; `kexp sweep` runs the trials of a search: section "
                                "(see README: kexp sweep); to train this config once, use `kexp train`/`kexp kfold`")
-        from kexp import report
         from kexp.progress import SweepDisplay
         from kexp.sweep import run_sweep
 
-        display = SweepDisplay(out, quiet=quiet)
+        display = SweepDisplay(out, quiet=quiet, mode="json" if json_logs else "auto")
         with _executor(cfg, executor, address) as runner, _stoppable(), display:
             result = run_sweep(cfg, config_path=config, runs_dir=runs_dir or Path("runs"), argv=sys.argv,
                                observer=display, workers=workers, yes=yes, resume=resume, stop=STOP,
                                executor=runner)
-        out.print(report.show(result.path))
+        display.report_sweep(result.path, result.status)
     except KexpError as error:
         fail(error)
     except KeyboardInterrupt:
@@ -377,11 +411,12 @@ def validate(
     config: ConfigArg,
     overrides: SetOpt = None,
     data: Annotated[bool, typer.Option("--data/--no-data", help="Also load the data and build the model.")] = True,
+    plugins: PluginsOpt = None,
 ) -> None:
     """Check a config without training: schema first, then names, data and model."""
     try:
         _check_backend()
-        cfg = _load(config, overrides, None)
+        cfg = _load(config, overrides, None, plugins)
         if cfg.search is not None:  # a sweep config: the search section and every trial
             from kexp.search import plan
             from kexp.sweep import check_trials
@@ -480,6 +515,72 @@ def show(
         out.print(report.show(run))
     except KexpError as error:
         fail(error)
+
+
+# ---- using a run
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder (its model.keras and preprocessing.json).", exists=True,
+                                        file_okay=False)]
+DataArg = Annotated[str, typer.Argument(
+    help="A CSV or NPZ file in the training data's format, or NAME:SPLIT for the run's dataset (iris:test).")]
+
+
+@app.command()
+def predict(
+    run: RunArg,
+    data: DataArg,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", dir_okay=False, help="Write the predictions to this CSV file (default: CSV on stdout).")]
+    = None,
+    plugins: PluginsOpt = None,
+) -> None:
+    """Predict with a run's final model, preprocessing DATA exactly as the model's training data was:
+    class id, class name and one probability per class, or the value; columns per output."""
+    from kexp.predict import predict as predicting
+
+    try:
+        _check_backend()
+        result = predicting(run, data, plugins=plugins or [])
+        if output is None:
+            result.to_csv(sys.stdout)
+            sys.stdout.flush()
+            return
+        result.to_csv(output)
+    except KexpError as error:
+        fail(error)
+    except BrokenPipeError:  # `kexp predict RUN DATA | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise typer.Exit(0) from None
+    except OSError as exc:
+        err.print(f"--output: {output}: cannot write: {exc.strerror}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    from rich.table import Table
+
+    table = Table(*result.columns, title=f"{len(result)} predictions (the first {min(5, len(result))})")
+    for row in result.rows(5):
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"wrote {output}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    run: RunArg,
+    data: DataArg,
+    plugins: PluginsOpt = None,
+) -> None:
+    """A run's final model's metrics (its compiled loss and metrics) on labelled DATA."""
+    from kexp.predict import evaluate as evaluating
+
+    try:
+        _check_backend()
+        result = evaluating(run, data, plugins=plugins or [])
+    except KexpError as error:
+        fail(error)
+    width = max(map(len, result.metrics))
+    out.print(f"{result.n_samples} samples of {data}", markup=False, highlight=False, soft_wrap=True)
+    for metric, value in result.metrics.items():
+        out.print(f"{metric:<{width}}  {value:.6g}", markup=False, highlight=False)
 
 
 # ---- export and editor help

@@ -9,6 +9,7 @@ that need Keras' registries or the data live in `kexp.models` / `kexp.checks`.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -148,14 +149,20 @@ class Preprocessing(Section):
 
 
 # --------------------------------------------------------------------------- model
-def _spec(key: str):
-    """A Keras object written as `"rmsprop"` or `{KEY: rmsprop, **arguments}`, kept as a mapping."""
+def _spec(key: str, *others: str):
+    """A Keras object written as `"rmsprop"` or `{KEY: rmsprop, **arguments}`, kept as a mapping; `others`:
+    keys that may stand in KEY's place (exactly one of them, naming something by text)."""
 
     def shorthand(value: Any) -> Any:
         return {key: value} if isinstance(value, str) else value
 
     def needs_key(value: dict) -> dict:
-        if not isinstance(value.get(key), str):
+        given = [k for k in (key, *others) if k in value]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} exclude each other; keep one")
+        if not isinstance(value.get(given[0] if given else key), str):
+            if given and given[0] != key:
+                raise ValueError(f"{given[0]}: must be text; got {show(value[given[0]])}")
             raise ValueError(f"needs a '{key}' key naming the Keras class; got keys {sorted(value)}")
         return value
 
@@ -164,14 +171,25 @@ def _spec(key: str):
                      AfterValidator(needs_key)]
 
 
-LayerSpec = _spec("layer")
+# model.layers entries that make no new layer (kexp.graph): an earlier entry's layer called again, a
+# sub-model of model.submodels, the model of an earlier run (a run folder or a .keras file)
+GRAPH_ENTRIES = ("share", "model", "from_run")
+LayerSpec = _spec("layer", *GRAPH_ENTRIES)
 ObjectSpec = _spec("name")
+
+
+class SubModel(Section):
+    layers: Annotated[list[LayerSpec], Field(min_length=1)]  # its own graph, as model.layers
+    inputs: Annotated[list[str], Field(min_length=1)] = ["input"]  # its inputs, in the order an entry passes them
+    outputs: list[str] | None = None  # its output entries (default: the last)
 
 
 class Model(Section):
     layers: Annotated[list[LayerSpec], Field(min_length=1)]
     inputs: list[str] | None = None  # functional graphs: data inputs in order (default: the data's)
     outputs: list[str] | None = None  # functional graphs: output layer names (default: the last)
+    submodels: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SubModel] | None = None  # name -> a graph that
+    # entries `{model: name}` call like a layer, one set of weights however often
 
     @property
     def is_graph(self) -> bool:
@@ -577,8 +595,23 @@ def _schema_default(parts: list[str]) -> dict:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, override and validate a config file; raise ConfigError listing every problem."""
     path = Path(path)
-    data = apply_overrides(read_config_file(path), overrides)
+    data = _absolute_runs(apply_overrides(read_config_file(path), overrides), path.parent)
     return validate_config(data, source=str(path), default_name=path.stem)
+
+
+def _absolute_runs(data: dict, folder: Path) -> dict:
+    """`from_run` paths of model.layers and of sub-models' layers made absolute, relative to the config's
+    folder: tasks read the file where they run (the resolved config carries the absolute path)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        return data
+    submodels = model.get("submodels")
+    graphs = [model, *(submodels.values() if isinstance(submodels, dict) else ())]
+    for graph in graphs:
+        for entry in (graph.get("layers") if isinstance(graph, dict) and isinstance(graph.get("layers"), list) else ()):
+            if isinstance(entry, dict) and isinstance(entry.get("from_run"), str) and entry["from_run"]:
+                entry["from_run"] = os.path.abspath(folder / Path(entry["from_run"]).expanduser())
+    return data
 
 
 def validate_config(data: dict, source: str = "<config>", default_name: str = "experiment") -> Config:

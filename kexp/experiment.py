@@ -112,12 +112,12 @@ def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor,
     kfold = isinstance(config.validation, KFold)
     target = epochs or config.training.epochs
     if resume is not None:
-        record = runs.read_run(resume)
-        if record is not None and record.status == "completed" and not _trains_on(record, target, kfold):
-            # its model.keras and metrics.json are final: touch nothing
-            return Result(record.path, record.metrics.to_dict() if record.metrics else {}, "completed",
+        found = runs.read_run(resume) if epochs is not None else None
+        extend = found is not None and found.status == "completed" and _trains_on(found, target, kfold)
+        run, splits, record = runfolder.reopen(resume, splits, kfold, extend=extend)  # checks folds.json first
+        if record.status == "completed" and not extend:  # its model.keras and metrics.json are final: touch nothing
+            return Result(run.path, record.metrics.to_dict() if record.metrics else {}, "completed",
                           already_complete=True)
-        run, splits, record = runfolder.reopen(resume, splits, kfold, extend=epochs is not None)
     else:
         run = runfolder.start_run(config, command=command, runs_dir=runs_dir, argv=argv or [], config_path=config_path,
                         env=env)

@@ -54,6 +54,15 @@ def custom_objects() -> dict[str, Any]:
     return {name.split(">")[-1]: obj for name, obj in keras.saving.get_custom_objects().items()}
 
 
+def registered(name: Any) -> Any:
+    """The object registered with `keras.saving.register_keras_serializable` as `name`: "package>name"
+    as Keras spells it, or the plain name (what configs write); None if there is none."""
+    if not isinstance(name, str):
+        return None
+    keras = keras_module()
+    return keras.saving.get_registered_object(name) if ">" in name else custom_objects().get(name)
+
+
 def _initials(name: str) -> str:
     return "".join(part[0] for part in name.split("_") if part)
 

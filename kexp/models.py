@@ -1,4 +1,5 @@
-"""Build and compile Keras models from the `model` and `compile` sections; the configured callbacks.
+"""Compile Keras models from the `compile` section (the graph of the `model` section is built by
+`kexp.graph`, whose `build_model` is imported from here too); the configured callbacks.
 
 Names resolve through `kexp.keras_objects` (Keras' own namespaces and `get` functions; nothing is
 imported from a dotted path). Problems are collected, not raised one by one, so `check_names` (no data
@@ -17,6 +18,8 @@ from typing import Any
 from kexp.config import Config, show
 from kexp.diagnostics import metric_mode
 from kexp.errors import Problems, close_matches
+from kexp.graph import build_model as build_model  # the graph lives in kexp.graph; callers import it here
+from kexp.graph import check_graph, kind_of, make_layer
 from kexp.keras_objects import (
     arguments_of,
     callbacks,
@@ -26,9 +29,9 @@ from kexp.keras_objects import (
     instantiate,
     keras_module,
     keras_spec,
-    layer_class,
     optimizers,
     public,
+    registered,
     short_names,
     snake,
     suggest,
@@ -43,137 +46,6 @@ SPECIAL_METRICS = {"accuracy", "acc"}
 NEEDS_PACKAGE = {"TensorBoard": "tensorboard"}
 # callback arguments that name a file or folder: inside the run folder unless absolute
 PATH_ARGUMENTS = ("filepath", "filename", "log_dir", "backup_dir")
-
-
-# --------------------------------------------------------------------------- layers and the graph
-def make_layer(spec: dict, key: str, problems: Problems):
-    """A layer instance from `{layer: Dense, units: 16, ...}` (the `inputs` key is the graph's)."""
-    name = spec["layer"]
-    cls, known = layer_class(name)
-    if cls is None:
-        problems.add(f"{key}.layer", f"unknown Keras layer{close_matches(name, known)}; got {show(name)}; "
-                     "allowed: any class in keras.layers or registered with keras.saving")
-        return None
-    kwargs, ok = arguments_of(spec, ("layer", "inputs"), key, problems)
-    layer = instantiate(cls, kwargs, key, name, problems)
-    return layer if ok else None
-
-
-def resolve_layers(config: Config, problems: Problems) -> list:
-    """Every layer of the model, instantiated (not yet called); problems for all of them at once."""
-    return [make_layer(spec, f"model.layers.{i}", problems) for i, spec in enumerate(config.model.layers)]
-
-
-def _channel_hint(layer, args, index: int) -> str:
-    """The fix when a layer wants one more axis than it gets: images (n, 28, 28) into Conv2D."""
-    spec = getattr(layer, "input_spec", None)
-    spec = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
-    wanted = getattr(spec, "ndim", None) or getattr(spec, "min_ndim", None)
-    shape = getattr(args, "shape", None)
-    if wanted is None or shape is None or len(shape) + 1 != wanted:
-        return ""
-    per_sample = tuple(shape[1:])
-    target = ", ".join(str(d) for d in (*per_sample, 1))
-    where = "the data has" if index == 0 else "its input has"
-    return (f"{where} shape {per_sample} per sample, one axis short of the {wanted} dimensions (with the "
-            f"batch) it needs: add a channel axis with preprocessing.channels_last: true, or insert "
-            f"{{layer: Reshape, target_shape: [{target}]}} as model.layers.{index}")
-
-
-def _input_nodes(config: Config, shapes: dict, problems: Problems) -> dict[str, Any] | None:
-    """`keras.Input` per model input, in the model's order; None (with a problem) when one is missing."""
-    keras = keras_module()
-    spec = config.model
-    order = spec.inputs or list(shapes)
-    nodes: dict[str, Any] = {}
-    for input_name in order:
-        if input_name not in shapes:
-            problems.add("model.inputs", f"no data input named {show(input_name)}; "
-                         f"the data has: {', '.join(shapes)}")
-            return None
-        nodes[input_name] = keras.Input(shape=shapes[input_name], name=input_name)
-    if spec.inputs is None and len(order) > 1 and not spec.is_graph:
-        problems.add("model", f"the data has several inputs ({', '.join(order)}); a sequential stack "
-                     "takes one: give layers `inputs:` and the model `inputs:`/`outputs:`")
-        return None
-    return nodes
-
-
-def _layer_input(layer_spec: dict, key: str, nodes: dict, previous: Any, problems: Problems) -> Any:
-    """What a layer is called on: the previous node, or the nodes its `inputs` name; None after a problem."""
-    refs = layer_spec.get("inputs")
-    if refs is None:
-        return previous
-    refs_list = [refs] if isinstance(refs, str) else refs
-    if not isinstance(refs_list, list) or not all(isinstance(r, str) for r in refs_list):
-        problems.add(f"{key}.inputs", f"must be a layer/input name or a list of them; got {show(refs)}")
-        return None
-    missing = [r for r in refs_list if r not in nodes]
-    if missing:
-        problems.add(f"{key}.inputs", f"unknown {', '.join(map(show, missing))}"
-                     f"{close_matches(missing[0], nodes)}; defined before this layer: {', '.join(nodes)}")
-        return None
-    return nodes[refs_list[0]] if isinstance(refs, str) else [nodes[r] for r in refs_list]
-
-
-def _call_layers(config: Config, layers: list, nodes: dict, problems: Problems) -> str | None:
-    """Call each layer on its input, adding its output to `nodes`; the last node's name, or None."""
-    previous = next(iter(nodes.values()))
-    last_name = next(iter(nodes))
-    for i, (layer_spec, layer) in enumerate(zip(config.model.layers, layers)):
-        key = f"model.layers.{i}"
-        node_name = layer_spec.get("name") or f"layer_{i}"
-        if not isinstance(node_name, str):
-            problems.add(f"{key}.name", f"must be text naming the layer; got {show(node_name)}")
-            return None
-        if node_name in nodes:
-            problems.add(f"{key}.name", f"{show(node_name)} is used twice; layer names must be unique")
-            return None
-        if layer is None:
-            return None
-        args = _layer_input(layer_spec, key, nodes, previous, problems)
-        if args is None:
-            return None
-        try:
-            previous = layer(args)
-        except Exception as exc:  # shape/rank mismatch between data and layers
-            problems.add(key, f"{layer_spec['layer']} cannot take its input: "
-                         f"{_channel_hint(layer, args, i) or first_line(exc)}")
-            return None
-        nodes[node_name] = previous
-        last_name = node_name
-    return last_name
-
-
-def build_model(config: Config, input_shape: Any, problems: Problems, name: str | None = None):
-    """A functional Keras model for these input shapes; sequential stacks are graphs of one chain.
-
-    `input_shape` is a tuple, or a mapping input name -> tuple for several inputs."""
-    keras = keras_module()
-    shapes = input_shape if isinstance(input_shape, dict) else {"input": input_shape}
-    nodes = _input_nodes(config, shapes, problems)
-    if nodes is None:
-        return None
-    order = list(nodes)
-    before = len(problems.lines)
-    layers = resolve_layers(config, problems)
-    if len(problems.lines) > before:
-        return None
-    last_name = _call_layers(config, layers, nodes, problems)
-    if last_name is None:
-        return None
-    outputs = config.model.outputs or [last_name]
-    missing = [o for o in outputs if o not in nodes]
-    if missing:
-        problems.add("model.outputs", f"unknown layer {', '.join(map(show, missing))}; "
-                     f"defined: {', '.join(nodes)}")
-        return None
-    single_input = len(order) == 1 and not isinstance(input_shape, dict)
-    return keras.Model(
-        inputs=nodes[order[0]] if single_input else {i: nodes[i] for i in order},
-        outputs=nodes[outputs[0]] if len(outputs) == 1 else {o: nodes[o] for o in outputs},
-        name=name or config.name.replace(".", "_"),
-    )
 
 
 # --------------------------------------------------------------------------- compile
@@ -201,7 +73,7 @@ def _keras_object(module, name: Any):
         return module.get(name)
     except Exception:
         found = public(module).get(name) if isinstance(name, str) else None
-        return found if isinstance(found, type) else None
+        return found if isinstance(found, type) else registered(name)  # a plugin's, by plain name too
 
 
 def _make_object(kind: str, spec: dict, key: str, problems: Problems, module, special=()):
@@ -222,7 +94,10 @@ def _make_object(kind: str, spec: dict, key: str, problems: Problems, module, sp
                      f"allowed: any name in keras.{module.__name__.split('.')[-1]}")
         return None
     cls = obj if isinstance(obj, type) else type(obj)
-    if len(spec) == 1 and (kind != "metric" or inspect.isfunction(obj) or not default_name_is_none(cls)):
+    if inspect.isfunction(obj) and registered(name) is obj and not params:  # Keras' compile cannot name it
+        return obj if kind == "loss" else keras_module().metrics.MeanMetricWrapper(obj, name=name.split(">")[-1])
+    if len(spec) == 1 and registered(name) is None and (kind != "metric" or inspect.isfunction(obj)
+                                                        or not default_name_is_none(cls)):
         return name
     if not isinstance(obj, type) and (inspect.isfunction(obj) or cls.__name__ == "LossFunctionWrapper"):
         problems.add(key, f"{name} is a function and takes no arguments; use its class (e.g. "
@@ -418,6 +293,16 @@ def _probability_loss(spec: dict | None) -> bool:
         return False
 
 
+def _origin(entries: list[dict], index: int) -> dict | None:
+    """The `layer:` entry that made entry `index`'s layer (following `share:`), or None."""
+    seen = set()
+    spec = entries[index]
+    while kind_of(spec) == "share" and spec["share"] not in seen:
+        seen.add(spec["share"])
+        spec = next((e for e in entries if e.get("name") == spec["share"]), {"model": None})
+    return spec if kind_of(spec) == "layer" else None
+
+
 def check_output_activations(config: Config, problems: Problems) -> None:
     """A probability loss (crossentropy, from_logits false) on an output layer that does not end in
     softmax or sigmoid trains on meaningless numbers without an error: report it with both fixes."""
@@ -427,7 +312,10 @@ def check_output_activations(config: Config, problems: Problems) -> None:
         spec = loss.get(out) if config.compile.per_output_loss else loss
         if not _probability_loss(spec):
             continue
-        layer = make_layer(config.model.layers[index], f"model.layers.{index}", Problems())
+        origin = _origin(config.model.layers, index)
+        if origin is None:  # a sub-model or an earlier run's model: its own last layer decides
+            continue
+        layer = make_layer(origin, f"model.layers.{index}", Problems())
         activation = getattr(layer, "activation", None)
         if layer is None or isinstance(layer, keras.layers.Softmax) or not callable(activation):
             continue
@@ -448,7 +336,7 @@ def check_output_activations(config: Config, problems: Problems) -> None:
 def check_names(config: Config, problems: Problems) -> None:
     """Every Keras name and argument of a config, without data or a model: layers, optimizer, losses,
     metrics, callbacks (each problem of each section, in one pass)."""
-    resolve_layers(config, problems)
+    check_graph(config, problems)
     make_optimizer(config.compile.optimizer, problems)
     make_loss(config, None, problems)
     make_metrics(config, None, problems)

@@ -133,6 +133,26 @@ class Table:
                                          dtype=np.float32).fit(categories.astype(str))
         return self
 
+    @classmethod
+    def from_record(cls, width: int, categorical: list[int], strategy: str | None, names: list[str],
+                    entry: dict) -> Table:
+        """The table `fitted()` recorded as `entry` (fill values, categories), ready to transform."""
+        from sklearn.preprocessing import OneHotEncoder
+
+        table = cls(width, categorical, strategy, names)
+        table.n_samples = entry.get("n_samples", 0)
+        values = (entry.get("imputed") or {}).get("values")
+        if values is not None:
+            if table.numeric:
+                table.numeric_imputer = _Fill([values[names[i]] for i in table.numeric], np.nan)
+            if table.categorical:
+                table.categorical_imputer = _Fill([values[names[i]] for i in table.categorical], None)
+        if table.categorical:
+            categories = [list(entry["one_hot"][names[i]]) for i in table.categorical]
+            table.encoder = OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False,
+                                          dtype=np.float32).fit(np.array([[c[0] for c in categories]], dtype=object))
+        return table
+
     def _parts(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         array = np.asarray(array)
         numbers = array[:, self.numeric].astype("float64")
@@ -188,6 +208,21 @@ class Table:
         return out
 
 
+class _Fill:
+    """A fitted SimpleImputer read back from preprocessing.json: each column's fill value."""
+
+    def __init__(self, values: list, missing: Any):
+        self.statistics_ = np.array(values, dtype="float64" if missing is not None else object)
+        self.missing = missing
+
+    def transform(self, array: np.ndarray) -> np.ndarray:
+        array = np.array(array, copy=True)
+        holes = np.isnan(array) if self.missing is not None else np.equal(array, None)
+        rows, cols = np.nonzero(holes)
+        array[rows, cols] = self.statistics_[cols]
+        return array
+
+
 class Preprocessor:
     """Feature steps (imputation, one-hot, sequence encoding, scale, channel axis, flatten,
     standardize) and label encoding."""
@@ -215,6 +250,31 @@ class Preprocessor:
             }
         name = loss["name"] if not config.compile.per_output_loss else None
         return label_encoding(config.preprocessing.labels, name, data.task)
+
+    @classmethod
+    def from_record(cls, config: Config, data: Data, record: dict) -> Preprocessor:
+        """The preprocessing a run fitted, read back from its preprocessing.json `record` (statistics,
+        fill values, categories, label encodings), for new rows `data` of the same inputs (their
+        `categorical` and `feature_names` as the training data's)."""
+        pre = cls(config, data)
+        statistics = record.get("statistics") or {}
+        x = data.x_train
+        for key, entry in statistics.items():
+            if "one_hot" in entry or "imputed" in entry:
+                width = np.shape(x[key] if isinstance(x, dict) else x)[1]
+                pre.tables[key] = Table.from_record(width, (data.categorical or {}).get(key, []), pre.strategy,
+                                                    pre._column_names(key, width), entry)
+            if "mean" in entry:
+                pre.stats[key] = {"mean": np.asarray(entry["mean"], dtype="float32"),
+                                  "std": np.asarray(entry["std"], dtype="float32"),
+                                  "n_samples": int(entry.get("n_samples", 0))}
+        labels = record.get("labels") or {}
+        if isinstance(data.task, dict):
+            pre.label_encodings = {out: (labels.get(out) or {}).get("encoding") or pre.label_encodings[out]
+                                   for out in data.task}
+        elif labels.get("encoding"):
+            pre.label_encodings = labels["encoding"]
+        return pre
 
     # ---------------------------------------------------------------- features
     def fit(self, x: Any) -> Preprocessor:

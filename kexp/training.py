@@ -33,6 +33,7 @@ from kexp.data import take
 from kexp.errors import ConfigError, Problems
 from kexp.executor import Event, Task, TaskResult
 from kexp.models import build_model, compile_model, make_callbacks, metric_directions
+from kexp.plugins import import_config_plugins
 from kexp.preprocessing import MultiHot, Preprocessor, feature_shape, n_rows
 from kexp.validation import Split
 
@@ -218,6 +219,7 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
     import keras
 
     start_backend()
+    import_config_plugins(task.config, task.config_dir)  # the user's registered objects, in this process too
     config = validate_config(task.config)
     data = data if data is not None else task_data(task)
     split = task.split

@@ -85,7 +85,7 @@ def test_every_problem_is_reported_at_once_with_file_and_dotted_key(tmp_path):
     assert "dataset.name: unknown" in text and "did you mean imdb?" in text and "got 'imbd'" in text
     assert "training.epochs: input should be greater than 0; got -1" in text
     assert "training.batch_size:" in text and "got '32'" in text
-    assert "training.bogus: unknown key" in text and "allowed: batch_size, callbacks, epochs" in text
+    assert "training.bogus: unknown key" in text and "allowed: batch_size, callbacks, class_weight, epochs" in text
     assert len(errors) == 5
 
 

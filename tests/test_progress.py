@@ -2,6 +2,7 @@
 tables (`render_result`, the renderer `kexp show` uses too), from metrics dicts alone: no training."""
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -195,3 +196,127 @@ def test_a_stopped_run_says_why():
     m = kfold_two_outputs()
     m["stop_reason"] = "early stopping"
     assert "stopped: early stopping run folder: /runs/s" in text_of(render_result(m, Path("/runs/s")))
+
+
+# --------------------------------------------------------------------------- logs when not in a terminal
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_not_a_terminal_gives_one_plain_line_per_epoch_and_no_bars():
+    out = console()  # a file, not a terminal
+    display = Display(out)
+    assert display.mode == "plain"
+    with display:
+        display.start(Path("/runs/k"), ["r0-f0", "r0-f1"], 3)
+        for fold in ("r0-f0", "r0-f1"):
+            display.split_start(fold, 3)
+            for epoch in (1, 2, 3):
+                display.epoch_end(fold, epoch, {"loss": 1.0 / epoch, "val_loss": 2.0 / epoch})
+            display.split_end(fold, {"epochs_run": 3, "best_epoch": 3, "validation": {"best": {"loss": 0.6667}}})
+    lines = out.file.getvalue().splitlines()
+    assert lines[0] == "run folder: /runs/k"
+    assert "r0-f0 epoch 1/3  loss 1.000  val_loss 2.000" in lines
+    assert "r0-f1 epoch 3/3  loss 0.333  val_loss 0.667" in lines
+    assert sum(" epoch " in line for line in lines) == 6  # every epoch of every fold, each once
+    assert "r0-f1 done: 3 epochs, best epoch 3, val_loss 0.667" in lines
+    assert not any(c in out.file.getvalue() for c in "━╸\r\x1b")  # no bars, no cursor moves
+
+
+def test_plain_lines_are_throttled_when_epochs_are_fast_and_the_last_one_is_never_lost():
+    out, clock = console(), FakeClock()
+    display = Display(out, mode="plain", interval=10.0, clock=clock)
+    display.split_start("holdout", 100)
+    for epoch in range(1, 51):  # 50 fast epochs: 0.5 s each
+        clock.now = epoch * 0.5
+        display.epoch_end("holdout", epoch, {"loss": 1.0})
+    shown = [int(line.split()[2].split("/")[0]) for line in out.file.getvalue().splitlines()]
+    assert shown == [1, 21, 41], shown  # the first, then one per 10 s
+    display.report(Result(Path("/runs/h"), {"format": 2, "epochs_run": 50}, "completed"))  # stopped early at 50
+    assert "holdout epoch 50/100  loss 1.000" in out.file.getvalue().splitlines()
+
+
+def test_quiet_prints_no_progress_in_any_mode():
+    for mode in ("live", "plain", "json"):
+        out = console()
+        display = Display(out, quiet=True, mode=mode)
+        with display:
+            display.start(Path("/runs/q"), ["holdout"], 2)
+            display.split_start("holdout", 2)
+            display.epoch_end("holdout", 1, {"loss": 1.0})
+            display.note("a note")
+        assert out.file.getvalue() == "", (mode, out.file.getvalue())
+
+
+def test_json_events_are_one_strict_json_object_per_line():
+    out = console()
+    display = Display(out, mode="json")
+    with display:
+        display.start(Path("/runs/j"), ["holdout"], 2)
+        display.split_start("holdout", 2)
+        display.epoch_end("holdout", 1, {"loss": float("nan"), "val_loss": 2.0})
+        display.report(Result(Path("/runs/j"), {"format": 2, "best_epoch": 1}, "completed"))
+    events = [json.loads(line) for line in out.file.getvalue().splitlines()]  # strict: no NaN literal
+    assert [e["event"] for e in events] == ["start", "split_start", "epoch", "end"]
+    assert events[2] == {"event": "epoch", "split": "holdout", "epoch": 1, "epochs": 2,
+                         "logs": {"loss": None, "val_loss": 2.0}}
+    assert events[3]["run"] == "/runs/j" and events[3]["status"] == "completed"
+
+
+def _json_lines(stdout: str) -> list[dict]:
+    lines = stdout.splitlines()
+    assert lines, "nothing on stdout"
+    return [json.loads(line) for line in lines]  # every line is one JSON object, nothing else
+
+
+def test_train_json_logs_every_epoch_and_ends_with_the_run_folder(tiny_config, tmp_path):
+    from cli_runner import invoke
+
+    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--json-logs")
+    assert result.exit_code == 0, result.output
+    events = _json_lines(result.stdout)
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [(e["split"], e["epoch"]) for e in epochs] == [("holdout", 1), ("holdout", 2)]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[0]["logs"])
+    end = events[-1]
+    assert end["status"] == "completed" and Path(end["run"]).is_dir() and Path(end["run"]) == Path(events[0]["run"])
+    assert end["metrics"]["best_epoch"] in (1, 2)
+
+
+def test_kfold_without_a_terminal_prints_plain_lines_and_quiet_prints_none(tiny_config, tmp_path):
+    from cli_runner import invoke
+
+    kfold = ["--set", "validation={scheme: kfold, n_splits: 2}", "--runs-dir", tmp_path / "runs"]
+    result = invoke("kfold", tiny_config, *kfold)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for fold in ("r0-f0", "r0-f1"):
+        assert sum(line.startswith(f"{fold} epoch ") for line in lines) == 2, result.stdout
+        assert any(line.startswith(f"{fold} done: 2 epochs") for line in lines), result.stdout
+    result = invoke("kfold", tiny_config, *kfold, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert " epoch 1/2" not in result.stdout and "run folder:" in result.stdout  # the tables only
+    result = invoke("kfold", tiny_config, *kfold, "--json-logs")
+    events = _json_lines(result.stdout)
+    assert [e["split"] for e in events if e["event"] == "split_end"] == ["r0-f0", "r0-f1"]
+    assert sum(e["event"] == "epoch" for e in events) == 4
+
+
+def test_sweep_json_logs_have_each_trials_start_and_end(tiny_config, tmp_path):
+    from cli_runner import invoke
+
+    search = "search={space: {model.layers.0.units: [4, 8]}, objective: val_loss}"
+    result = invoke("sweep", tiny_config, "--set", search, "--runs-dir", tmp_path / "runs", "--json-logs")
+    assert result.exit_code == 0, result.output
+    events = _json_lines(result.stdout)
+    starts = [e for e in events if e["event"] == "trial_start"]
+    ends = [e for e in events if e["event"] == "trial_end"]
+    assert [e["trial"] for e in starts] == [e["trial"] for e in ends] == ["t000", "t001"]
+    assert all(e["status"] == "completed" and isinstance(e["objective"], float) for e in ends)
+    assert sum(e["event"] == "epoch" for e in events) == 4
+    assert events[-1]["event"] == "end" and Path(events[-1]["sweep"]).is_dir()

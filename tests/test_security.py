@@ -722,8 +722,8 @@ def test_an_unknown_layer_name_lists_what_keras_offers(tmp_path):
 
 
 def test_keras_load_model_refuses_a_lambda_by_default_and_kexp_never_loads_unsafely(tmp_path):
-    """kexp saves models but never loads one from elsewhere; a .keras file from others should be
-    loaded with Keras' safe mode (the default), which refuses the Python lambda inside."""
+    """A .keras file from others (a run folder to predict with, a model to transfer) is loaded with
+    Keras' safe mode, which refuses the Python lambda inside: every load_model call in kexp says so."""
     import keras
 
     marker = tmp_path / "ran"
@@ -735,8 +735,10 @@ def test_keras_load_model_refuses_a_lambda_by_default_and_kexp_never_loads_unsaf
     with pytest.raises(ValueError, match="safe_mode"):
         keras.saving.load_model(path)
     assert not marker.exists()
-    source = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "kexp").glob("*.py"))
-    for unsafe in ("safe_mode=False", "enable_unsafe_deserialization", "load_model(", "allow_pickle=True",
+    source = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "kexp").rglob("*.py"))
+    calls = re.findall(r"load_model\(([^)]*)\)", source)
+    assert calls and all("safe_mode=True" in arguments for arguments in calls), calls
+    for unsafe in ("safe_mode=False", "enable_unsafe_deserialization", "allow_pickle=True",
                    "yaml.load(", "yaml.unsafe_load", "yaml.full_load", "eval(", "exec(", "__import__("):
         if unsafe == "yaml.load(":
             assert source.count(unsafe) == source.count("yaml.load(text, Loader=_Loader)"), unsafe

@@ -60,6 +60,7 @@ def load_csv(spec: CsvData, *, config_dir: Path, cache_dir=None) -> Data:
     header, rows, lines = _read_csv(path, spec.delimiter, "dataset.path")
     columns = _choose_columns(spec, header, path)
     features, labels, problems, n_train = _read_part(columns, spec.missing, "dataset.path", path, header, rows, lines)
+    weights = features.pop(columns.weight) if columns.weight is not None else None
     source = str(path)
     if spec.test_path is not None:
         test_path = user_path(spec.test_path, config_dir, key="dataset.test_path")
@@ -89,6 +90,7 @@ def load_csv(spec: CsvData, *, config_dir: Path, cache_dir=None) -> Data:
         x_train=take(inputs, train), y_train=take(y, train), x_test=take(inputs, test), y_test=take(y, test),
         task=task, num_classes=num_classes, class_names=class_names,
         feature_names=selected_names(columns.selection, header), source=source, categorical=kinds,
+        w_train=None if weights is None else weights[train].astype(np.float32),
     )
 
 
@@ -101,13 +103,25 @@ class _Columns:
     selection: Selection  # header positions of the features, per input for grouped features
     features: list[str]  # the feature columns, each once
     categorical: set[str]  # the feature columns that hold category strings
+    weight: str | None = None  # the sample weight column (training file only)
 
 
 def _choose_columns(spec: CsvData, header: list[str], path: Path) -> _Columns:
     outputs = {"": spec.target} if isinstance(spec.target, str) else dict(spec.target)
     targets = list(dict.fromkeys(outputs.values()))
     _check_columns(targets, header, f"dataset.path: {path}", "dataset.target")
-    default = [name for name in header if name not in targets]
+    weight = spec.sample_weight
+    if weight is not None:
+        if weight not in header:
+            raise DataError(f"dataset.sample_weight: {path}: no column {weight!r}{close_matches(weight, header)}; "
+                            f"columns: {', '.join(header)}")
+        if weight in targets:
+            raise DataError(f"dataset.sample_weight: {weight!r} is a target; name another column")
+        if spec.features is not None and weight in selected_names(
+                select_features(spec.features, header, "dataset.features"), header):
+            raise DataError(f"dataset.sample_weight: {weight!r} is also one of dataset.features; a weight column "
+                            "is not an input: remove it from features")
+    default = [name for name in header if name not in targets and name != weight]
     selection = select_features(spec.features, header, "dataset.features", default=default)
     leaks = [name for name in selected_names(selection, header) if name in targets]
     if leaks:
@@ -116,7 +130,7 @@ def _choose_columns(spec: CsvData, header: list[str], path: Path) -> _Columns:
     if not features:
         raise DataError(f"dataset.features: {path} has no column left to use as input besides the target")
     categorical = _check_categorical(spec.categorical, header, features, targets)
-    return _Columns(outputs, targets, selection, features, categorical)
+    return _Columns(outputs, targets, selection, features, categorical, weight)
 
 
 def _read_part(columns: _Columns, policy: str, key: str, file: Path, head: list[str], body: list[list[str]],
@@ -131,11 +145,16 @@ def _read_part(columns: _Columns, policy: str, key: str, file: Path, head: list[
               for name in columns.features}
     parsed.update({name: _target_column([row[index[name]] for row in body], where, name, numbers, policy)
                    for name in columns.targets})
+    weight = columns.weight if key == "dataset.path" else None  # the test file's weights are never used
+    if weight is not None:
+        parsed[weight] = _weight_column([row[index[weight]] for row in body], str(file), weight, numbers, policy)
     problems = [problem for _, _, problem in parsed.values() if problem]
     keep = np.ones(len(body), dtype=bool)
     if policy == "drop":
         for _, missing, _ in parsed.values():
             keep &= ~missing
+    if weight is not None:
+        columns = _Columns(**{**columns.__dict__, "features": [*columns.features, weight]})
     if keep.all():
         features = {name: parsed[name][0] for name in columns.features}
         labels = {name: parsed[name][0] for name in columns.targets}
@@ -223,6 +242,26 @@ def _numbers(cells: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 values[i] = np.nan
             bad_mask[i] = not math.isfinite(values[i])
         return values, missing, bad_mask
+
+
+def _weight_column(cells: list[str], file: str, column: str, lines: list[int],
+                   policy: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(float64 weights, missing mask, problem) of the sample weight column: finite numbers >= 0; a missing
+    cell is an error (weights are never imputed), or drops its row with `missing: drop`."""
+    values, missing, bad_mask = _numbers(cells)
+    bad = np.flatnonzero(bad_mask | (~missing & ~bad_mask & (np.nan_to_num(values) < 0))).tolist()
+    parts = []
+    if bad:
+        shown = lines_text([lines[i] for i in bad])
+        parts.append(f"line {lines[bad[0]]}, column {column!r}: a sample weight must be a finite number >= 0; got "
+                     f"{show(cells[bad[0]])} ({cells_text(len(bad), 'such cell')}, {shown})")
+    if policy != "drop" and missing.any():
+        at = [lines[i] for i in np.flatnonzero(missing)]
+        parts.append(f"{cells_text(len(at), 'missing weight')}, {lines_text(at)}; weights are never imputed; fill "
+                     "them, or set dataset.missing: drop to drop those rows")
+    if not parts:
+        return values, missing, None
+    return values, missing, f"dataset.sample_weight: {file}: {'; and '.join(parts)}"
 
 
 def _target_column(cells: list[str], where: str, column: str, lines: list[int],

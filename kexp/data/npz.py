@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kexp.config import NpzData
+from kexp.config import NpzData, show
 from kexp.data.files import read_error, user_path
 from kexp.data.tables import cells_text, combine_outputs, encode_array, lines_text, split_rows
 from kexp.data.types import Data, take
@@ -28,9 +28,11 @@ def load_npz(spec: NpzData, *, config_dir: Path, cache_dir=None) -> Data:
     """
     path = user_path(spec.path, config_dir)
     x, y, x_test, y_test = _read_arrays(spec, path)
+    w = _read_weights(spec, path)
     use_test = x_test is not None
-    _common_length({"x": x, "y": y}, path)
-    x, y, problems = _npz_missing(spec.missing, x, y, "dataset.x", path)
+    _common_length({"x": x, "y": y, **({"sample_weight": w} if w is not None else {})}, path)
+    x, yw, problems = _npz_missing(spec.missing, x, y if w is None else {"y": y, "w": w}, "dataset.x", path)
+    y, w = (yw, None) if w is None else (yw["y"], yw["w"])
     n_train = _common_length({"x": x, "y": y}, path)
     if use_test:
         _common_length({"x_test": x_test, "y_test": y_test}, path)
@@ -60,7 +62,26 @@ def load_npz(spec: NpzData, *, config_dir: Path, cache_dir=None) -> Data:
     return Data(
         x_train=x_train, y_train=take(y_all, train), x_test=x_test, y_test=take(y_all, test),
         task=task, num_classes=num_classes, class_names=class_names, source=str(path),
+        w_train=None if w is None else (w if use_test else w[train]),
     )
+
+
+def _read_weights(spec: NpzData, path: Path) -> np.ndarray | None:
+    """The `dataset.sample_weight` array (float32, one finite weight >= 0 per row of x), or None."""
+    if spec.sample_weight is None:
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        w = _npz_array(archive, spec.sample_weight, path, "sample_weight", list(archive.files))
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    where = f"dataset.sample_weight: {path}: array {spec.sample_weight!r}"
+    if w.ndim != 1 or w.dtype.kind not in "iuf":
+        raise DataError(f"{where}: must be numbers, one per row; got dtype {w.dtype}, shape {w.shape}")
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0)) if w.dtype.kind == "f" else np.flatnonzero(w < 0)
+    if bad.size:
+        raise DataError(f"{where}: a sample weight must be a finite number >= 0; got {show(w[bad[0]].item())} "
+                        f"({cells_text(len(bad), 'such value')}, {lines_text(bad.tolist(), 'row')} (from 0))")
+    return w.astype(np.float32)
 
 
 def _read_arrays(spec: NpzData, path: Path):

@@ -96,6 +96,8 @@ class Data:
     # CSV inputs with `dataset.categorical` columns: input ("x" for a single one) -> positions of the
     # columns holding category strings (that input is then an object array); None: none
     categorical: dict[str, list[int]] | None = None
+    # `dataset.sample_weight`: each training row's weight in the loss (float32, >= 0); None: none
+    w_train: np.ndarray | None = None
 
 
 Loader = Callable[..., Data]
