@@ -188,11 +188,12 @@ class FoldMetrics(Record):
     train: Section | None = None
     duration_s: float | None = None
     stop_reason: str | None = None
+    worker: dict | None = None  # where it trained, when not in the driver's process (Ray): {"host", "node"}
 
     _READ: ClassVar[dict] = {"id": TEXT, "repeat": INT, "fold": INT, "n_train": INT, "n_val": INT,
                              "seed": INT, "epochs_run": INT, "best_epoch": INT,
                              "validation": object_of(Section.from_dict), "train": object_of(Section.from_dict),
-                             "stop_reason": TEXT}
+                             "stop_reason": TEXT, "worker": MAPPING}
 
 
 class Baseline(Record):

@@ -252,7 +252,10 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
             monitor = monitor.removeprefix("val_")
         files_dir = folder if folder is not None else scratch / "files"
         log = _epoch_callback(task, emit, should_stop, scratch, monitor, mode)
-        callbacks = [*make_callbacks(config, Problems(), folder=files_dir), keras.callbacks.TerminateOnNaN(), log]
+        problems = Problems()
+        callbacks = [*make_callbacks(config, problems, folder=files_dir), keras.callbacks.TerminateOnNaN(), log]
+        if problems.lines:  # checked in the driver; a worker without the driver's plugins lands here
+            raise ConfigError(problems.lines)
         emit(Event("start", task.key, epochs=task.epochs))
         model.fit(train_ds, validation_data=val_ds, epochs=task.epochs, initial_epoch=len(task.initial_logs),
                   steps_per_epoch=_steps(len(split.train_idx), batch), callbacks=callbacks, verbose=0,
