@@ -261,7 +261,7 @@ def test_section_level_problems(tmp_path):
     assert problems(tmp_path, "search: {space: {}}\n") == [
         "search.space: is empty; map config keys to choices, e.g. model.layers.0.units: [16, 32]"]
     assert problems(tmp_path, "search:\n  method: random\n  space: {training.epochs: [1, 2]}\n") == [
-        "search.trials: required with method: random (how many distinct points to sample), e.g. trials: 20"]
+        "search.trials: required with method: random (how many distinct points to try), e.g. trials: 20"]
     assert problems(tmp_path, "search:\n  trials: 3\n  space: {training.epochs: [1, 2]}\n") == [
         "search.trials: has no effect with method: grid, which runs every combination; remove it, or set "
         "method: random"]
@@ -286,8 +286,8 @@ def test_a_bad_choice_is_named_once_not_once_per_grid_point(tmp_path):
             training.epoch: [1, 2]
         """)
     assert lines == [
-        "search.space.training.epoch: unknown key (did you mean epochs?); allowed: batch_size, callbacks, epochs, "
-        "shuffle, steps_per_execution",
+        "search.space.training.epoch: unknown key (did you mean epochs?); allowed: batch_size, callbacks, "
+        "class_weight, epochs, shuffle, steps_per_execution",
         "search.space.training.epochs: choice 0: input should be greater than 0; got 0",
         "search.space.training.epochs: choice -1: input should be greater than 0; got -1",
     ]
@@ -339,7 +339,7 @@ def test_the_search_section_schema_rejects_unknown_keys_and_values(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(tmp_path, "search:\n  metod: grid\n  method: bayes\n  seeds: 0\n  space: {training.epochs: [1]}\n")
     text = "\n".join(info.value.problems)
-    assert "search.metod: unknown key (did you mean method?); allowed: limit, method, objective, seed, seeds, " \
-           "space, trials" in text
-    assert "search.method: not an allowed value; got 'bayes'; allowed: grid or random" in text
+    assert "search.metod: unknown key (did you mean method?); allowed: batch, eta, final, limit, max_epochs, method, " \
+           "min_epochs, objective, seed, seeds, space, trials" in text
+    assert "search.method: not an allowed value; got 'bayes'; allowed: grid, random, halving or tpe" in text
     assert "search.seeds: input should be greater than 0; got 0" in text
