@@ -21,6 +21,7 @@ included) and a model file that is missing, unreadable or of other shapes. All p
 
 from __future__ import annotations
 
+import random
 import re
 import zipfile
 from pathlib import Path
@@ -469,7 +470,11 @@ def build_model(config: Config, input_shape: Any, problems: Problems, name: str 
         return None
     order = list(nodes)
     before = len(problems.lines)
+    # checking makes throwaway layers, whose unseeded initializers draw from Python's random state (Keras'
+    # make_default_seed): put it back, so the layers built next get the weights the seed gives them
+    state = random.getstate()
     check_graph(config, problems)
+    random.setstate(state)
     if len(problems.lines) > before:
         return None
     last_name = _Graph(config, problems).call(config.model.layers, "model.layers", nodes)

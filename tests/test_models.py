@@ -241,3 +241,26 @@ def test_a_metric_keras_gives_no_direction_falls_back_to_its_name():
     cfg = config(CLASSIFIER, compile={"loss": "sparse_categorical_crossentropy",
                                       "metrics": ["false_negatives", "true_positives"]})
     assert metric_directions(cfg) == {"loss": "min", "false_negatives": "min", "true_positives": "max"}
+
+
+def test_a_built_model_starts_from_the_weights_keras_gives_the_same_layers_with_the_same_seed():
+    """Checking the graph before building it must not draw from the random state the initializers use:
+    the same config and seed give the weights of the same Keras layers built by hand (and so the same
+    results as every earlier kexp)."""
+    import keras
+
+    from kexp.config import validate_config
+    from kexp.errors import Problems
+    from kexp.models import build_model
+
+    data = {"name": "t", "dataset": {"name": "iris"},
+            "model": {"layers": [{"layer": "Dense", "units": 8, "activation": "relu"}, {"layer": "Dense", "units": 3}]},
+            "compile": {"loss": "mse"}}
+    keras.utils.set_random_seed(7)
+    built = build_model(validate_config(data), (4,), Problems())
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    by_hand = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    for mine, theirs in zip(built.get_weights(), by_hand.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
