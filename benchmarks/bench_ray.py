@@ -6,8 +6,8 @@
 1. Boston 4-fold x E epochs (configs/boston_500.yaml, no smoothing or final model), whole process
    against whole process: `kexp kfold -jN` (the reference of this run), then `--executor ray` on an
    embedded cluster of this machine with `cpus_per_task = cores / N` (the same N tasks at once, each
-   with the threads a local worker gets), with a fresh worker process per task (the default) and with
-   `executor.reuse_workers: true`.
+   with the threads a local worker gets), with a fresh worker process per task
+   (`executor.reuse_workers: false`) and with the worker processes kept (`true`, the default).
 2. The Boston sweep (configs/boston_sweep.yaml: 24 points x 4 folds x `--sweep-epochs`; `--small-grid`:
    its 4 model shapes at one learning rate and batch size), the same three ways.
 3. Ray's overhead per task, measured in process: tiny tasks (iris, 1 epoch) run one at a time through
