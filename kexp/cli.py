@@ -15,22 +15,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from kexp.cli_shared import (
+    PluginsOpt,
+    app,
+    check_backend,
+    err,
+    fail,
+    out,
+    raise_config_error,
+    raise_run_error,
+)
 from kexp.errors import KexpError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is ever imported
 
-app = typer.Typer(
-    name="kexp",
-    help="Run Keras experiments from YAML configs: train, K-fold, compare.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-)
-out = Console()
-err = Console(stderr=True)
 # Set by the SIGINT/SIGTERM handler besides raising KeyboardInterrupt, and handed to the experiment:
 # should a library swallow that exception (it can land inside h5py while a model is saved), the next
 # epoch end raises it again.
@@ -61,12 +60,6 @@ ExecutorOpt = Annotated[str | None, typer.Option(
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="ray: the cluster to join (host:port, auto). Default: the config's executor.address, then "
                       "$RAY_ADDRESS; else kexp starts a cluster on this machine and stops it at the end.")]
-PluginsOpt = Annotated[list[Path] | None, typer.Option(
-    "--plugins", dir_okay=False,
-    help="Your Python file, imported first: objects it registers with keras.saving.register_keras_serializable "
-         "work by name (repeatable; runs your code: see SECURITY.md).")]
-
-
 def _only_resume(overrides, name, runs_dir, what: str, config: Path, why: str) -> None:
     """--set, --name and --runs-dir have no place beside --resume."""
     given = [opt for opt, value in (("--set", overrides), ("--name", name), ("--runs-dir", runs_dir)) if value]
@@ -83,29 +76,6 @@ def _config_or_resume(config: Path | None, resume: Path | None, folder: str) -> 
     if config is not None and not config.is_file():
         err.print(f"{config}: no such file")
         raise typer.Exit(2)
-
-
-def fail(error: KexpError) -> None:
-    """Print a kexp error (one line per problem) on stderr and exit with its code."""
-    for line in str(error).splitlines():
-        err.print(line, markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(error.exit_code)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from kexp import __version__
-
-        typer.echo(f"kexp {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print kexp's version and exit.")] = False,
-) -> None:
-    """Run Keras experiments from YAML configs."""
 
 
 def _load(config: Path, overrides: list[str] | None, name: str | None, plugins: list[Path] | None = None):
@@ -140,36 +110,6 @@ def _load(config: Path, overrides: list[str] | None, name: str | None, plugins: 
     if problems:
         raise ConfigError(problems)
     return cfg
-
-
-def _check_backend() -> None:
-    """The Keras backend named by KERAS_BACKEND (else keras.json, as Keras reads them) must be an
-    installed package: otherwise importing Keras fails with a traceback deep inside it."""
-    import importlib.util
-    import json
-
-    backend, where = os.environ.get("KERAS_BACKEND"), "KERAS_BACKEND"
-    if not backend:
-        home = os.environ.get("KERAS_HOME")
-        if home is None:
-            base = os.path.expanduser("~")
-            home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
-        where = os.path.expanduser(os.path.join(home, "keras.json"))
-        try:
-            with open(where, encoding="utf-8") as file:
-                backend = json.load(file).get("backend")
-        except (OSError, ValueError, AttributeError):
-            return
-        where = f"{where}: backend"
-    if not isinstance(backend, str) or not backend:
-        return
-    try:
-        found = importlib.util.find_spec(backend) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise_config_error(f"{where}={backend}: Keras' {backend} backend needs the Python package {backend!r}, "
-                           f"which is not installed; install it, or use KERAS_BACKEND=tensorflow")
 
 
 def _on_sigterm(signum, frame):
@@ -237,7 +177,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
     from kexp.runs import read_run
 
     try:
-        _check_backend()
+        check_backend()
         if resume is not None:
             from kexp.config import load_config
 
@@ -292,18 +232,6 @@ def _import_plugins(cfg, plugins: list[Path] | None, folder: Path) -> None:
         raise_config_error(f"{folder}: was trained with plugins {', '.join(unconfirmed)}; resuming imports them: "
                            f"pass --plugins for each (kexp imports no code that only a run folder names)")
     plugging.import_plugins(given)
-
-
-def raise_config_error(message: str):
-    from kexp.errors import ConfigError
-
-    raise ConfigError(message)
-
-
-def raise_run_error(message: str):
-    from kexp.errors import RunError
-
-    raise RunError(message)
 
 
 @app.command()
@@ -368,7 +296,7 @@ def sweep(
     mean for K-fold); write a sweep folder with a leaderboard, each trial's run folder and best.yaml."""
     _config_or_resume(config, resume, "SWEEP_FOLDER")
     try:
-        _check_backend()
+        check_backend()
         if resume is not None:
             from kexp import layout
             from kexp.config import load_config
@@ -415,7 +343,7 @@ def validate(
 ) -> None:
     """Check a config without training: schema first, then names, data and model."""
     try:
-        _check_backend()
+        check_backend()
         cfg = _load(config, overrides, None, plugins)
         if cfg.search is not None:  # a sweep config: the search section and every trial
             from kexp.search import plan
@@ -517,138 +445,4 @@ def show(
         fail(error)
 
 
-# ---- using a run
-
-RunArg = Annotated[Path, typer.Argument(help="A run folder (its model.keras and preprocessing.json).", exists=True,
-                                        file_okay=False)]
-DataArg = Annotated[str, typer.Argument(
-    help="A CSV or NPZ file in the training data's format, or NAME:SPLIT for the run's dataset (iris:test).")]
-
-
-@app.command()
-def predict(
-    run: RunArg,
-    data: DataArg,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", dir_okay=False, help="Write the predictions to this CSV file (default: CSV on stdout).")]
-    = None,
-    plugins: PluginsOpt = None,
-) -> None:
-    """Predict with a run's final model, preprocessing DATA exactly as the model's training data was:
-    class id, class name and one probability per class, or the value; columns per output."""
-    from kexp.predict import predict as predicting
-
-    try:
-        _check_backend()
-        result = predicting(run, data, plugins=plugins or [])
-        if output is None:
-            result.to_csv(sys.stdout)
-            sys.stdout.flush()
-            return
-        result.to_csv(output)
-    except KexpError as error:
-        fail(error)
-    except BrokenPipeError:  # `kexp predict RUN DATA | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        raise typer.Exit(0) from None
-    except OSError as exc:
-        err.print(f"--output: {output}: cannot write: {exc.strerror}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    from rich.table import Table
-
-    table = Table(*result.columns, title=f"{len(result)} predictions (the first {min(5, len(result))})")
-    for row in result.rows(5):
-        table.add_row(*row)
-    out.print(table)
-    out.print(f"wrote {output}", markup=False, highlight=False, soft_wrap=True)
-
-
-@app.command()
-def evaluate(
-    run: RunArg,
-    data: DataArg,
-    plugins: PluginsOpt = None,
-) -> None:
-    """A run's final model's metrics (its compiled loss and metrics) on labelled DATA."""
-    from kexp.predict import evaluate as evaluating
-
-    try:
-        _check_backend()
-        result = evaluating(run, data, plugins=plugins or [])
-    except KexpError as error:
-        fail(error)
-    width = max(map(len, result.metrics))
-    out.print(f"{result.n_samples} samples of {data}", markup=False, highlight=False, soft_wrap=True)
-    for metric, value in result.metrics.items():
-        out.print(f"{metric:<{width}}  {value:.6g}", markup=False, highlight=False)
-
-
-# ---- export and editor help
-
-
-class ExportTarget(str, Enum):
-    tensorboard = "tensorboard"
-    mlflow = "mlflow"
-
-
-@app.command()
-def export(
-    paths: Annotated[list[Path], typer.Argument(
-        help="Run folders, sweep folders, or folders searched recursively for them.", exists=True,
-        metavar="RUN_OR_SWEEP...")],
-    to: Annotated[ExportTarget, typer.Option("--to", help="Where to: TensorBoard event files, or MLflow runs.")],
-    folder: Annotated[Path | None, typer.Option(
-        "--dir", file_okay=False, help="--to tensorboard: the folder to write (read it with tensorboard --logdir "
-                                       "DIR); a run exported before is rewritten.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(
-        "--tracking-uri", help="--to mlflow: a tracking server (http://host:5000) or store (sqlite:///mlflow.db); "
-                               "default: $MLFLOW_TRACKING_URI, else ./mlflow.db.")] = None,
-    experiment: Annotated[str, typer.Option(
-        "--experiment", help="--to mlflow: the MLflow experiment (created when missing).")] = "kexp",
-) -> None:
-    """Export runs and sweeps to TensorBoard or MLflow: per-epoch metrics, the flattened config as
-    hyperparameters, final metrics; a sweep's trials under it. Exporting again updates, never duplicates."""
-    from kexp import export as exporting
-
-    try:
-        if to is ExportTarget.tensorboard:
-            given = [opt for opt, value in (("--tracking-uri", tracking_uri), ("--experiment", experiment != "kexp"))
-                     if value]
-            if given or folder is None:
-                raise_usage_error(f"{', '.join(given)}: only --to mlflow uses them" if given else
-                                  "--to tensorboard needs --dir DIR, the folder to write event files to")
-            result = exporting.to_tensorboard(paths, folder)
-            view = f"tensorboard --logdir {result.where}"
-        else:
-            if folder is not None:
-                raise_usage_error("--dir: only --to tensorboard uses it; --to mlflow logs to --tracking-uri")
-            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not MLflow's INFO lines about its tables
-            result = exporting.to_mlflow(paths, tracking_uri, experiment)
-            view = (f"mlflow ui --backend-store-uri {result.where}" if not result.where.startswith(("http:", "https:"))
-                    else result.where)
-        for line in result.warnings:
-            err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
-        for item in result.items:
-            out.print(f"{item.kind} {item.source} -> {item.target} ({item.action})", markup=False, highlight=False,
-                      soft_wrap=True)
-        where = f"{result.where} (experiment {result.experiment})" if result.experiment else result.where
-        out.print(f"exported {len(result.items)} folders to {where}; view with: {view}", markup=False, highlight=False,
-                  soft_wrap=True)
-    except KexpError as error:
-        fail(error)
-
-
-def raise_usage_error(message: str):
-    from kexp.errors import UsageError
-
-    raise UsageError(message)
-
-
-@app.command()
-def schema() -> None:
-    """Print the JSON Schema of a config (keys, defaults, descriptions) for editors: kexp schema > kexp.schema.json,
-    then point your YAML language server at it (see README: Editor help)."""
-    from kexp.schema import schema_text
-
-    sys.stdout.write(schema_text())
-    sys.stdout.flush()
+from kexp import cli_use  # noqa: E402, F401  (registers predict, evaluate, export, schema after these)
