@@ -271,18 +271,10 @@ def _read_csv(loaded: _Loaded, path: Path, labelled: bool):
 
 
 def _read_npz(loaded: _Loaded, path: Path, labelled: bool):
-    import zipfile
-
-    from kexp.data.files import read_error
+    from kexp.data.npz import open_npz
 
     spec = loaded.config.dataset
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise read_error(path, exc, "DATA") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"DATA: {path}: is a single .npy array, not an .npz archive of named arrays")
-    with archive:
+    with open_npz(path, "DATA") as archive:
         available = list(archive.files)
 
         def names(value):

@@ -84,16 +84,22 @@ def _read_weights(spec: NpzData, path: Path) -> np.ndarray | None:
     return w.astype(np.float32)
 
 
-def _read_arrays(spec: NpzData, path: Path):
-    """(x, y, x_test, y_test) as the config names them; the test pair is (None, None) when the training
-    arrays are to be split (see _npz_has_test)."""
+def open_npz(path: Path, key: str):
+    """An .npz archive opened safely (no pickles), or a DataError under `key` for a missing, unreadable
+    or single-array file. Use it as a context manager."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise read_error(path, exc, "dataset.path") from None
+        raise read_error(path, exc, key) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"dataset.path: {path}: is a single .npy array, not an .npz archive of named arrays")
-    with archive:
+        raise DataError(f"{key}: {path}: is a single .npy array, not an .npz archive of named arrays")
+    return archive
+
+
+def _read_arrays(spec: NpzData, path: Path):
+    """(x, y, x_test, y_test) as the config names them; the test pair is (None, None) when the training
+    arrays are to be split (see _npz_has_test)."""
+    with open_npz(path, "dataset.path") as archive:
         available = list(archive.files)
         use_test = _npz_has_test(spec, available, path)
 
