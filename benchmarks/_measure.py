@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared from the checkout
 
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:
@@ -37,3 +41,12 @@ def run_metrics(runs_dir: str):
 
     folders = sorted(p for p in os.listdir(runs_dir) if not p.startswith("."))
     return read_metrics(os.path.join(runs_dir, folders[-1]))
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's argument parser with the options every benchmark has: where the classic datasets
+    and the hand-written reference scripts are."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(SHARED / "datasets"))
+    parser.add_argument("--reference", default=str(SHARED / "reference"))
+    return parser

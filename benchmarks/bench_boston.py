@@ -11,13 +11,12 @@ worker, and with one worker and one step per host round trip, to show what each 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import last_json, measure, run_metrics
+from _measure import arguments, last_json, measure, run_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,9 +33,7 @@ def kexp(args, workers: int, extra: list[str] = (), checkout: str | None = None)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
-    parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"))
+    parser = arguments(__doc__)
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--levers", action="store_true")

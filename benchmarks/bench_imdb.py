@@ -9,13 +9,12 @@ Prints wall time and peak memory of each whole process and the ratios kexp / ref
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import last_json, measure, run_metrics
+from _measure import arguments, last_json, measure, run_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +29,7 @@ def kexp(args, checkout: str | None = None) -> tuple[dict, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
-    parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"))
+    parser = arguments(__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--before", metavar="CHECKOUT", help="also measure the kexp of another checkout (e.g. "
                         "`git archive` of the previous main) in the same run")

@@ -1,6 +1,6 @@
 """Boston 24-point grid, each point scored by 4-fold CV: the hand-written loop against `kexp sweep`.
 
-    python benchmarks/bench_sweep.py [--epochs 100] [--workers 2]
+    python benchmarks/bench_sweep.py [--epochs 100] [--workers 2] [--backend tensorflow|jax|torch]
 
 Runs `../shared/reference/boston_grid_baseline.py` (units {32, 64} x 1 or 2 hidden layers x learning
 rate {1e-3, 3e-3, 1e-2} x batch {16, 32}; a point's score is the fold mean of the validation MAE curve
@@ -11,17 +11,17 @@ workers (target >= 90%: time(1) / (N x time(N))), and each one's best point with
 mean ± std over folds; the same best point within one std is the target). Then the same space with
 `search.method: halving` (eta 3, rungs 12, 36, 100 epochs) on N workers: the epochs it trained
 against the grid's (target <= 35%) and its best objective against the grid's best ± std.
+`--backend`: kexp's Keras backend (the reference is a plain Keras script on TensorFlow).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import last_json, measure
+from _measure import arguments, last_json, measure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,18 +39,19 @@ def kexp(args, workers: int, *more: str) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory() as runs:
         result = measure([sys.executable, "-m", "kexp", "sweep", str(ROOT / "configs" / "boston_sweep.yaml"),
                           "--quiet", "--runs-dir", runs, "--workers", str(workers),
-                          "--set", f"training.epochs={args.epochs}", *more], env={"KEXP_DATA_DIR": args.data_dir})
+                          "--set", f"training.epochs={args.epochs}", "--backend", args.backend, *more],
+                         env={"KEXP_DATA_DIR": args.data_dir})
         sweep = read_sweep(next(Path(runs).iterdir())).to_dict()
     return result, sweep
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
-    parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"))
+    parser = arguments(__doc__)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
     args = parser.parse_args()
+    print(f"kexp on the {args.backend} backend", flush=True)
 
     sweeps = {}
     for workers in (1, args.workers):  # kexp first: a mistake shows before the reference's long run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kexp.backend import limits, use
 from kexp.config import Config
 from kexp.data import Ragged, take
 from kexp.errors import ConfigError, Problems, close_matches
@@ -19,13 +20,13 @@ from kexp.models import (
     metric_directions,
 )
 from kexp.preprocessing import MultiHot, Preprocessor, loss_encoding, n_rows
-from kexp.training import class_weights, input_shape, start_backend
+from kexp.training import class_weights, input_shape
 from kexp.validation import splits_for
 
 
 def check(config: Config, data, source: str) -> None:
     """Everything that can be known before training: names, arguments, shapes, labels vs loss."""
-    start_backend()
+    use(config, source)
     problems = Problems()
     task = next(iter(data.task.values())) if isinstance(data.task, dict) else data.task
     spec = config.preprocessing
@@ -51,6 +52,8 @@ def check(config: Config, data, source: str) -> None:
     _check_class_weight(config, data, problems)
     # every Keras name and argument, whatever else is wrong: all problems in one report
     check_names(config, problems)
+    for key, problem in limits(config):
+        problems.add(key, problem)
     blocking = bool(problems.lines)  # the model can be built (shapes, labels) only without these
     n = n_rows(data.x_train)
     try:
@@ -77,9 +80,11 @@ def check(config: Config, data, source: str) -> None:
 def check_without_data(config: Config, source: str) -> None:
     """What `kexp validate --no-data` checks beyond the schema: every Keras name and argument, the
     output layers against the loss, the monitored metric names."""
-    start_backend()
+    use(config, source)
     problems = Problems()
     check_names(config, problems)
+    for key, problem in limits(config):
+        problems.add(key, problem)
     check_output_activations(config, problems)
     check_loss_weights(config, problems)
     _check_monitor(config, problems)

@@ -19,7 +19,6 @@ import typer
 from kexp.cli_shared import (
     PluginsOpt,
     app,
-    check_backend,
     err,
     fail,
     out,
@@ -57,6 +56,15 @@ WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1,
 ExecutorOpt = Annotated[str | None, typer.Option(
     "--executor", help="Where tasks run: local (processes of this machine) or ray (a Ray cluster). Default: the "
                        "config's executor.kind, then $KEXP_EXECUTOR, then local.")]
+class Backend(str, Enum):
+    tensorflow = "tensorflow"
+    jax = "jax"
+    torch = "torch"
+
+
+BackendOpt = Annotated[Backend | None, typer.Option(
+    "--backend", help="Keras' backend (sets the config's backend:). Default: the config's backend, then "
+                      "$KERAS_BACKEND, then keras.json, then tensorflow.")]
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="ray: the cluster to join (host:port, auto). Default: the config's executor.address, then "
                       "$RAY_ADDRESS; else kexp starts a cluster on this machine and stops it at the end.")]
@@ -78,7 +86,8 @@ def _config_or_resume(config: Path | None, resume: Path | None, folder: str) -> 
         raise typer.Exit(2)
 
 
-def _load(config: Path, overrides: list[str] | None, name: str | None, plugins: list[Path] | None = None):
+def _load(config: Path, overrides: list[str] | None, name: str | None, plugins: list[Path] | None = None,
+          backend: Backend | None = None):
     """The config with --set and --name applied; a bad --name is reported as the option (with the
     config's own problems, all at once), not as the config file's `name` key. The plugins (the config's
     and --plugins) are imported first and kept in the config as absolute paths."""
@@ -94,9 +103,12 @@ def _load(config: Path, overrides: list[str] | None, name: str | None, plugins: 
         raw = apply_overrides(read_config_file(config), overrides)
     except ConfigError:
         raw = {}  # load_config reports it below
+    _early_backend(backend.value if backend else raw.get("backend"))  # plugins may import Keras
     paths = plugging.for_config(raw, config.parent, plugins or [])
     if paths:
         overrides.append(f"plugins={json.dumps(paths)}")
+    if backend is not None:
+        overrides.append(f"backend={backend.value}")
     if name is not None:  # taken literally: `--name 007` is the text 007, not YAML's number 7
         if re.fullmatch(NAME_PATTERN, name):
             overrides.append(f"name={json.dumps(name)}")
@@ -110,6 +122,18 @@ def _load(config: Path, overrides: list[str] | None, name: str | None, plugins: 
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _early_backend(name) -> None:
+    """Select the backend before anything can import Keras (a plugin file may): a bad or missing one is
+    left for the config's checks to report, with the config's other problems."""
+    from kexp import backend
+    from kexp.errors import KexpError
+
+    try:
+        backend.select(backend.resolve(name if isinstance(name, str) else None))
+    except KexpError:
+        pass
 
 
 def _on_sigterm(signum, frame):
@@ -170,14 +194,13 @@ def _executor(cfg, kind: str | None, address: str | None):
 
 def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name, quiet: bool, workers: int = 1,
              resume: Path | None = None, executor: str | None = None, address: str | None = None,
-             plugins: list[Path] | None = None, json_logs: bool = False) -> None:
+             plugins: list[Path] | None = None, json_logs: bool = False, backend: Backend | None = None) -> None:
     """The shared body of `train` and `kfold`: load, check, train with a progress display, report."""
     from kexp import layout
     from kexp.config import KFold
     from kexp.runs import read_run
 
     try:
-        check_backend()
         if resume is not None:
             from kexp.config import load_config
 
@@ -187,6 +210,8 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
             if record.config is None or record.environment is None:
                 raise_run_error(f"{resume}: not a resumable kexp run folder (config.yaml or environment.json missing)")
             cfg = load_config(resume / layout.CONFIG_YAML)  # config.json also holds Keras' own defaults
+            cfg = _resumed_backend(cfg, record.environment, backend, resume)
+            _early_backend(cfg.backend)
             _import_plugins(cfg, plugins, resume)
             if not isinstance(cfg.validation, KFold):
                 raise_config_error(f"{resume}: is a hold-out run; only K-fold runs can be resumed (a hold-out run "
@@ -194,7 +219,7 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
             config_file = record.environment.get("config_file")
             config = Path(config_file) if isinstance(config_file, str) and config_file else resume / layout.CONFIG_YAML
         else:
-            cfg = _load(config, overrides, name, plugins)
+            cfg = _load(config, overrides, name, plugins, backend)
         if cfg.search is not None:  # never silently dropped
             from kexp.search import refuse_search
 
@@ -221,6 +246,16 @@ def _execute(command: str, config: Path, overrides, runs_dir: Path | None, name,
         raise typer.Exit(130) from None
 
 
+def _resumed_backend(cfg, environment: dict | None, backend: Backend | None, folder: Path):
+    """The config of a resumed run or sweep, on the backend it was started on (its environment.json),
+    which --backend may only repeat: one run's folds or one sweep's trials are trained on one backend."""
+    started = (environment or {}).get("backend") or "tensorflow"
+    if backend is not None and backend.value != started:
+        raise_config_error(f"--backend {backend.value}: {folder} was started on the {started} backend; a resumed "
+                           f"run finishes on it (its folds stay comparable); start a new run for {backend.value}")
+    return cfg if cfg.backend else cfg.model_copy(update={"backend": started})
+
+
 def _import_plugins(cfg, plugins: list[Path] | None, folder: Path) -> None:
     """--plugins of a resumed run or sweep: a folder never makes kexp import code, so each plugin its
     config lists (and its tasks will import) must be named again with --plugins."""
@@ -245,10 +280,11 @@ def train(
     address: AddressOpt = None,
     plugins: PluginsOpt = None,
     json_logs: JsonLogsOpt = False,
+    backend: BackendOpt = None,
 ) -> None:
     """Train with hold-out validation, evaluate on the test split, write a run folder."""
     _execute("train", config, overrides, runs_dir, name, quiet, executor=executor, address=address, plugins=plugins,
-             json_logs=json_logs)
+             json_logs=json_logs, backend=backend)
 
 
 @app.command()
@@ -267,11 +303,12 @@ def kfold(
     address: AddressOpt = None,
     plugins: PluginsOpt = None,
     json_logs: JsonLogsOpt = False,
+    backend: BackendOpt = None,
 ) -> None:
     """K-fold (or iterated K-fold) validation, then optionally retrain and test."""
     _config_or_resume(config, resume, "RUN_FOLDER")
     _execute("kfold", config, overrides, runs_dir, name, quiet, workers=workers, resume=resume, executor=executor,
-             address=address, plugins=plugins, json_logs=json_logs)
+             address=address, plugins=plugins, json_logs=json_logs, backend=backend)
 
 
 @app.command()
@@ -291,12 +328,12 @@ def sweep(
     address: AddressOpt = None,
     plugins: PluginsOpt = None,
     json_logs: JsonLogsOpt = False,
+    backend: BackendOpt = None,
 ) -> None:
     """Run every trial of the config's search: section, each scored on its validation scheme (the K-fold
     mean for K-fold); write a sweep folder with a leaderboard, each trial's run folder and best.yaml."""
     _config_or_resume(config, resume, "SWEEP_FOLDER")
     try:
-        check_backend()
         if resume is not None:
             from kexp import layout
             from kexp.config import load_config
@@ -308,13 +345,20 @@ def sweep(
             if not (resume / layout.SWEEP_CONFIG).is_file():
                 raise_run_error(f"{resume}: not a kexp sweep folder ({layout.SWEEP_CONFIG} missing)")
             cfg = load_config(resume / layout.SWEEP_CONFIG)
+            try:
+                environment = read_json(resume / layout.ENVIRONMENT)
+            except (OSError, ValueError):
+                environment = {}
+            environment = environment if isinstance(environment, dict) else {}
+            cfg = _resumed_backend(cfg, environment, backend, resume)
+            _early_backend(cfg.backend)
             _import_plugins(cfg, plugins, resume)
-            try:  # relative dataset paths resolve against the config file the sweep was started from
-                config = Path(read_json(resume / layout.ENVIRONMENT)["config_file"])
-            except (OSError, ValueError, KeyError, TypeError):
-                config = resume / layout.SWEEP_CONFIG
+            # relative dataset paths resolve against the config file the sweep was started from
+            started_from = environment.get("config_file")
+            config = (Path(started_from) if isinstance(started_from, str) and started_from
+                      else resume / layout.SWEEP_CONFIG)
         else:
-            cfg = _load(config, overrides, name, plugins)
+            cfg = _load(config, overrides, name, plugins, backend)
         if cfg.search is None:
             raise_config_error(f"{config}: search: missing; `kexp sweep` runs the trials of a search: section "
                                "(see README: kexp sweep); to train this config once, use `kexp train`/`kexp kfold`")
@@ -340,11 +384,11 @@ def validate(
     overrides: SetOpt = None,
     data: Annotated[bool, typer.Option("--data/--no-data", help="Also load the data and build the model.")] = True,
     plugins: PluginsOpt = None,
+    backend: BackendOpt = None,
 ) -> None:
     """Check a config without training: schema first, then names, data and model."""
     try:
-        check_backend()
-        cfg = _load(config, overrides, None, plugins)
+        cfg = _load(config, overrides, None, plugins, backend)
         if cfg.search is not None:  # a sweep config: the search section and every trial
             from kexp.search import plan
             from kexp.sweep import check_trials

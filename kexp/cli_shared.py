@@ -4,7 +4,6 @@ register their commands on `app`; kexp.cli imports both, so the entry point stay
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -53,33 +52,12 @@ def main(
 
 
 def check_backend() -> None:
-    """The Keras backend named by KERAS_BACKEND (else keras.json, as Keras reads them) must be an
-    installed package: otherwise importing Keras fails with a traceback deep inside it."""
-    import importlib.util
-    import json
+    """The Keras backend named by KERAS_BACKEND (else keras.json, as Keras reads them) must be one kexp
+    runs on, with its package installed: otherwise importing Keras fails with a traceback deep inside it
+    (commands that take a config resolve its `backend:` key instead)."""
+    from kexp.backend import resolve
 
-    backend, where = os.environ.get("KERAS_BACKEND"), "KERAS_BACKEND"
-    if not backend:
-        home = os.environ.get("KERAS_HOME")
-        if home is None:
-            base = os.path.expanduser("~")
-            home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
-        where = os.path.expanduser(os.path.join(home, "keras.json"))
-        try:
-            with open(where, encoding="utf-8") as file:
-                backend = json.load(file).get("backend")
-        except (OSError, ValueError, AttributeError):
-            return
-        where = f"{where}: backend"
-    if not isinstance(backend, str) or not backend:
-        return
-    try:
-        found = importlib.util.find_spec(backend) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise_config_error(f"{where}={backend}: Keras' {backend} backend needs the Python package {backend!r}, "
-                           f"which is not installed; install it, or use KERAS_BACKEND=tensorflow")
+    resolve(None)
 
 
 def raise_config_error(message: str):

@@ -358,6 +358,8 @@ class Config(Section):
     validation: Validation = Field(default_factory=lambda: Holdout(scheme="holdout"))  # holdout or kfold
     search: Search | None = None  # `kexp sweep` only: `train`/`kfold` refuse a config that has one
     executor: Executor | None = None  # where tasks run; changes nothing in the results
+    backend: Literal["tensorflow", "jax", "torch"] | None = None  # Keras' backend; default: KERAS_BACKEND, then
+    # keras.json, then tensorflow (as Keras picks it); the run's environment.json records the one used
     plugins: list[str] | None = None  # your Python files, imported first (objects registered with
     # keras.saving.register_keras_serializable work by name); relative to this file's folder
 
@@ -366,7 +368,8 @@ class Config(Section):
         return self.seed if self.validation.seed is None else self.validation.seed
 
     def to_dict(self) -> dict:
-        unset = {key for key in ("search", "executor", "plugins") if getattr(self, key) is None}  # absent stays absent
+        # absent stays absent
+        unset = {key for key in ("search", "executor", "plugins", "backend") if getattr(self, key) is None}
         return self.model_dump(mode="json", exclude=unset or None)
 
 

@@ -220,7 +220,7 @@ def _start_worker(threads: int, events) -> None:
     global _events
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _events = events
-    from kexp.training import start_backend
+    from kexp.backend import start_backend
 
     start_backend(threads)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kexp import checks, layout, runfolder, runs, scores
+from kexp import backend, checks, layout, runfolder, runs, scores
 from kexp.config import Config, KFold
 from kexp.errors import DataError, Interrupted, KexpError, RunError, TrainingFailed
 from kexp.executor import Context, Event, Executor, LocalProcessExecutor, Task, TaskResult
@@ -50,10 +50,10 @@ class Result:
 
 def load_data(config: Config, config_dir: Path | None, source: str | None = None):
     """The dataset; problems are DataErrors prefixed with the config file like config errors."""
+    from kexp.backend import use
     from kexp.data import load_dataset
-    from kexp.training import start_backend
 
-    start_backend()  # a download goes through Keras: start TensorFlow quietly first
+    use(config, source)  # the config's backend, before anything imports Keras (a download goes through Keras)
     try:
         return load_dataset(config.dataset, config_dir=config_dir)
     except DataError as exc:
@@ -103,6 +103,8 @@ def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor,
     config_dir = config_path.parent if config_path else None
     started = time.perf_counter()
     source = str(config_path) if config_path else "<config>"
+    if config.backend is None:  # the run folder's config says which backend it trained on
+        config = config.model_copy(update={"backend": backend.resolve(None)})
     if data is None:
         data = load_data(config, config_dir, source)
     if not checked:

@@ -102,8 +102,16 @@ def keras_spec(value: Any) -> Any:
 
 
 def first_line(exc: Exception) -> str:
+    """Keras' complaint in one line; on a backend other than TensorFlow, a complaint about TensorFlow or
+    the backend (Hashing or TFSMLayer need TensorFlow) says which backend the run is on."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    from kexp.backend import current
+
+    name = current()
+    if name in (None, "tensorflow") or not re.search(r"tensorflow|backend", line, re.IGNORECASE):
+        return line
+    return f"{line} (on the {name} backend)"
 
 
 def snake(name: str) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from kexp import layout
+from kexp.backend import resolve, select, use
 from kexp.errors import DataError, RunError, close_matches
 
 SPLIT = re.compile(r"^(?P<name>[a-z][a-z0-9_]*):(?P<split>train|test)$")
@@ -79,9 +80,10 @@ def predict(run: Path, data: str, *, plugins: tuple[str, ...] | list[str] = ()) 
     rows = read_data(loaded, data, labelled=False)
     x = loaded.prepare(rows)
     model = loaded.model(x)
-    from kexp.training import EVAL_BATCH, to_tf_dataset
+    from kexp.backend import batches
+    from kexp.training import EVAL_BATCH
 
-    ds = to_tf_dataset(x, None, max(loaded.config.training.batch_size, EVAL_BATCH))
+    ds = batches(x, None, max(loaded.config.training.batch_size, EVAL_BATCH))
     outputs = model.predict(ds, verbose=0)
     return _columns(loaded, model, outputs)
 
@@ -116,8 +118,11 @@ class _Loaded:
         except (OSError, ValueError, AttributeError):
             config_file = None
         self.config_dir = Path(config_file).parent if isinstance(config_file, str) and config_file else run
+        if isinstance(raw, dict) and isinstance(raw.get("backend"), str):  # before a plugin can import Keras
+            select(resolve(raw["backend"], f"{run / layout.CONFIG_YAML}: backend"))
         plugging.import_plugins(plugins)  # never the run's own list: a folder makes kexp import no code
         self.config = validate_config(raw, source=str(run / layout.CONFIG_YAML))
+        use(self.config, str(run / layout.CONFIG_YAML))  # the backend it trained on
         self.plugins = [path for path in self.config.plugins or []
                         if path not in plugging.resolve(plugins, None)]
         if not (run / layout.MODEL).is_file():
@@ -147,9 +152,6 @@ class _Loaded:
 
     def model(self, x: Any):
         """The model (safe mode), after checking that the prepared DATA fits its inputs."""
-        from kexp.training import start_backend
-
-        start_backend()
         import keras
 
         try:
@@ -204,9 +206,7 @@ def read_data(loaded: _Loaded, data: str, *, labelled: bool):
 
 def _read_split(loaded: _Loaded, split: str):
     from kexp.data import load_dataset
-    from kexp.training import start_backend
 
-    start_backend()
     data = load_dataset(loaded.config.dataset, config_dir=loaded.config_dir)
     x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     if x is None or not _n(x):

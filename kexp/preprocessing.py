@@ -4,7 +4,7 @@
 of categorical columns, standardization mean/std) from the rows it is given — a fold's training rows,
 never its validation rows — and `transform` applies them; `fitted()` lists them for the run folder. Integer
 sequences are turned into multi-hot vectors lazily, one batch at a time inside the tf.data pipeline
-(`MultiHot`), so a 25,000 x 10,000 matrix is never held in memory. `kexp.training.to_tf_dataset` builds that
+(`MultiHot`), so a 25,000 x 10,000 matrix is never held in memory. `kexp.backend.batches` builds that
 pipeline once per fit, so Keras does not re-adapt NumPy arrays every epoch.
 """
 

@@ -280,7 +280,8 @@ def _train(task: Task, data: Any, events, token: int) -> tuple[str, Any]:
         sent[:] = [events.put.remote(token, event)]  # in order: one caller's calls to an actor run in order
 
     try:
-        from kexp.training import run_task, start_backend
+        from kexp.backend import start_backend
+        from kexp.training import run_task
 
         start_backend(threads)
         result = run_task(task, emit, data=data, folder=None)

@@ -28,7 +28,7 @@ PREPROCESSING_FORMAT = 1  # preprocessing.json
 
 def environment(config: Config, argv: list[str], config_path: Path | None) -> dict:
     import kexp
-    from kexp.training import versions
+    from kexp.backend import versions
 
     return {
         "kexp": kexp.__version__,

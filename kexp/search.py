@@ -276,6 +276,8 @@ def _key_problem(key: str) -> str | None:
         return "the search section cannot be searched"
     if key == "name":
         return "cannot vary: each trial is named <name>-<trial id>"
+    if key == "backend":
+        return "cannot vary: a sweep runs every trial on one Keras backend; run one sweep per backend"
     if key == "validation.monitor":
         return "cannot vary: every trial monitors the objective; set search.objective instead"
     return None

@@ -1,4 +1,4 @@
-"""Train one split of one config: the unit of work, and the only module that touches TensorFlow.
+"""Train one split of one config: the unit of work.
 
 `run_task(task, ...)` fits fresh preprocessing on the split's training rows, builds and trains a fresh
 model seeded from (seed, repeat, fold) alone, and returns a `TaskResult`: plain data (metrics, the
@@ -8,8 +8,7 @@ the caller (the in-process executor, which runs in the driver) gives the split's
 goes out through `emit` as `Event`s. So a task gives the same result in this process, in a worker
 process or on another machine.
 
-Also here: TensorFlow's quiet start-up and thread settings, the tf.data input pipeline, and the
-versions written to environment.json.
+The backend's start-up and input pipeline are kexp.backend's.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from kexp import diagnostics
+from kexp.backend import batches, steps_per_execution, use
 from kexp.config import Config, validate_config
 from kexp.data import take
 from kexp.errors import ConfigError, Problems
@@ -41,92 +40,6 @@ EVAL_BATCH = 1024
 # The order in which Preprocessor applies its steps to a numeric input; each applies when the record's
 # `settings` (or `statistics` for the fitted ones) has it. Integer sequences get multi_hot or pad_sequences.
 PREPROCESSING_ORDER = ["impute", "one_hot", "float32", "scale", "channels_last", "flatten", "standardize"]
-
-_started = {"done": False}
-
-
-# --------------------------------------------------------------------------- start-up
-def start_backend(threads: int | None = None) -> None:
-    """Import and start TensorFlow once, quietly (its C++ start-up chatter goes to /dev/null), with
-    `threads` intra/inter-op threads when given (worker processes)."""
-    if _started["done"] and "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import logging
-        import warnings
-
-        import tensorflow as tf
-
-        warnings.filterwarnings("ignore", module="keras")
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
-        if threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:
-                pass  # already started; keep what it has
-        tf.constant(0)  # start the runtime now, while its chatter is silenced
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    _started["done"] = True
-
-
-def versions() -> dict:
-    """The framework versions a run records in environment.json."""
-    import keras
-    import tensorflow as tf
-
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "backend": keras.backend.backend()}
-
-
-# --------------------------------------------------------------------------- tf.data
-def to_tf_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, seed: int | None = None,
-                  repeat: bool = False, weights: np.ndarray | None = None):
-    """A tf.data pipeline over prepared features, built once: cached, shuffled each epoch,
-    batched, multi-hot encoded per batch, prefetched. With `weights`, (x, y, sample weight) batches,
-    as Keras' `fit` takes them."""
-    import tensorflow as tf
-
-    def source(value):
-        if isinstance(value, MultiHot):
-            return tf.RaggedTensor.from_row_splits(value.sequences.values, value.sequences.row_splits)
-        return value
-
-    def encode(value, batch):
-        if isinstance(value, MultiHot):
-            dense = tf.math.bincount(batch, minlength=value.width, maxlength=value.width,
-                                     binary_output=True, dtype=tf.float32, axis=-1)
-            return tf.ensure_shape(dense, [None, value.width])
-        return batch
-
-    is_dict = isinstance(x, dict)
-    xs = {k: source(v) for k, v in x.items()} if is_dict else source(x)
-    n = n_rows(x)
-    parts = (xs,) if y is None else (xs, y) if weights is None else (xs, y, weights)
-    ds = tf.data.Dataset.from_tensor_slices(parts)
-    ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if repeat:
-        ds = ds.repeat()
-    lazy = any(isinstance(v, MultiHot) for v in (x.values() if is_dict else [x]))
-    if lazy:
-        def encode_batch(bx, *by):
-            if is_dict:
-                bx = {k: encode(x[k], v) for k, v in bx.items()}
-            else:
-                bx = encode(x, bx)
-            return (bx, *by)
-
-        ds = ds.map(encode_batch, num_parallel_calls=2, deterministic=True)
-    return ds.prefetch(1)
-
 
 # --------------------------------------------------------------------------- the task
 def training_seed(seed: int, split: Split) -> int:
@@ -144,8 +57,8 @@ def task_data(task: Task):
 
     key = (repr(sorted(task.config.get("dataset", {}).items())), task.config_dir)
     if key not in _data_cache:
-        start_backend()
         config = validate_config(task.config)
+        use(config)
         _data_cache.clear()  # one dataset per process at a time
         _data_cache[key] = load_dataset(config.dataset, config_dir=Path(task.config_dir) if task.config_dir else None)
     return _data_cache[key]
@@ -216,11 +129,11 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
     """Train one split (see the module docstring). `data`: the dataset when the caller has it loaded;
     `folder`: where callbacks' relative paths go when the caller owns the run folder (else a scratch
     folder, whose files come back in `TaskResult.files`)."""
+    config = validate_config(task.config)
+    use(config)  # the driver's backend (KERAS_BACKEND, which workers inherit), or the config's own
     import keras
 
-    start_backend()
     import_config_plugins(task.config, task.config_dir)  # the user's registered objects, in this process too
-    config = validate_config(task.config)
     data = data if data is not None else task_data(task)
     split = task.split
     seed = training_seed(config.seed, split)
@@ -240,13 +153,13 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
             model = keras.saving.load_model(checkpoint, safe_mode=True)
         batch = config.training.batch_size
         weights, class_weight = training_weights(config, data, split.train_idx)
-        train_ds = to_tf_dataset(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True,
+        train_ds = batches(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True,
                                  weights=weights)
         val_ds = None
         if len(split.val_idx):
             x_va = pre.transform(take(data.x_train, split.val_idx))
             y_va = pre.labels(take(data.y_train, split.val_idx))
-            val_ds = to_tf_dataset(x_va, y_va, max(batch, EVAL_BATCH))
+            val_ds = batches(x_va, y_va, max(batch, EVAL_BATCH))
         monitor, mode = config.validation.monitor, monitor_mode(config)
         if val_ds is None:
             monitor = monitor.removeprefix("val_")
@@ -259,7 +172,7 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
         emit(Event("start", task.key, epochs=task.epochs))
         model.fit(train_ds, validation_data=val_ds, epochs=task.epochs, initial_epoch=len(task.initial_logs),
                   steps_per_epoch=_steps(len(split.train_idx), batch), callbacks=callbacks, verbose=0,
-                  shuffle=False)  # tf.data shuffles
+                  shuffle=False)  # the batches shuffle
         result = TaskResult(key=task.key, split=split, logs=log.logs,
                             metrics=_split_metrics(log.logs, monitor, mode, split, seed, task.epochs, started),
                             preprocessing=preprocessing_record(config, data, pre, split))
@@ -334,7 +247,7 @@ def training_weights(config: Config, data, rows: np.ndarray) -> tuple[np.ndarray
 
 def _compiled_model(config: Config, x_train, n_train: int):
     steps = _steps(n_train, config.training.batch_size)
-    spe = steps if config.training.steps_per_execution == "epoch" else config.training.steps_per_execution
+    spe = steps_per_execution(config.training.steps_per_execution, steps)
     problems = Problems()
     model = build_model(config, input_shape(x_train), problems)
     if model is None or not compile_model(model, config, problems, steps_per_execution=spe):
@@ -363,7 +276,7 @@ def _test_scores(config: Config, data, model, pre: Preprocessor) -> dict | None:
     if data.x_test is None or not n_rows(data.x_test):
         return None
     x_te, y_te = pre.transform(data.x_test), pre.labels(data.y_test)
-    ds = to_tf_dataset(x_te, y_te, max(config.training.batch_size, EVAL_BATCH))
+    ds = batches(x_te, y_te, max(config.training.batch_size, EVAL_BATCH))
     return {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
 
 

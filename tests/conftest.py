@@ -6,7 +6,9 @@ The session, set up here before any test module is imported:
 - runs the checkout's code: the checkout root comes first on sys.path and on PYTHONPATH, so tests and
   the `python -m kexp` subprocesses they start never run an installed (possibly stale) copy;
 - has its own KERAS_HOME (a temporary folder: no user keras.json, so floatx float32, and nothing is
-  written under ~/.keras) and KERAS_BACKEND=tensorflow, inherited by every subprocess;
+  written under ~/.keras) and KERAS_BACKEND=tensorflow (KEXP_TEST_BACKEND=jax: JAX), inherited by every
+  subprocess;
+- keeps JAX's compilation cache in that folder too (kexp's default is ~/.cache/kexp/jax);
 - uses the Hypothesis profile named by KEXP_HYPOTHESIS_PROFILE: `kexp-ci` (default, 150 examples per
   property) or `kexp-thorough` (20,000, by hand).
 """
@@ -40,7 +42,8 @@ def _private_keras_home() -> str:
 
 
 os.environ["KERAS_HOME"] = _private_keras_home()
-os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.environ["KERAS_HOME"], "jax-cache")  # JAX runs
+os.environ["KERAS_BACKEND"] = os.environ.get("KEXP_TEST_BACKEND", "tensorflow")  # see test_backend_runs.py
 
 settings.register_profile("kexp-ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

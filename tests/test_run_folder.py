@@ -222,16 +222,20 @@ def test_a_bad_name_option_and_config_errors_are_reported_together(tiny_config, 
     assert any(line.startswith(f"{tiny_config}: training.epochs") for line in lines), lines
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is not None, reason="jax is installed here")
+MISSING_BACKEND = next((name for name in ("jax", "torch") if importlib.util.find_spec(name) is None), None)
+
+
+@pytest.mark.skipif(MISSING_BACKEND is None, reason="jax and torch are both installed here")
 @pytest.mark.parametrize("command", ["validate", "train"])
 def test_a_keras_backend_whose_package_is_missing_is_a_one_line_error(tiny_config, tmp_path, command):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KERAS_BACKEND": MISSING_BACKEND, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "kexp", command, str(tiny_config)], cwd=tmp_path, env=env,
                           check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "jax" in lines[0] and "KERAS_BACKEND" in lines[0], proc.stderr
+    assert len(lines) == 1 and "KERAS_BACKEND" in lines[0], proc.stderr
+    assert lines[0].endswith(f'pip install "kexp[{MISSING_BACKEND}]"'), proc.stderr
     assert not (tmp_path / "runs").exists()
 
 

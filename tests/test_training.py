@@ -1,4 +1,4 @@
-"""kexp.training: one split as a task (plain data in, plain data out) and the tf.data input pipeline."""
+"""kexp.training: one split as a task (plain data in, plain data out)."""
 
 import os
 import pickle
@@ -9,13 +9,9 @@ import yaml
 from helpers import TINY_CONFIG
 
 from kexp.config import validate_config
-from kexp.data import Ragged
 from kexp.executor import Task
-from kexp.preprocessing import MultiHot
-from kexp.training import run_task, to_tf_dataset
+from kexp.training import run_task
 from kexp.validation import Split
-
-SEQS = Ragged.from_lists([[1, 5, 3], [2], [], [4, 4, 9, 8, 7]])
 
 
 def tiny_task(key="r0-f0", *, epochs=2, keep_best=False, keep_model=False, **changes) -> Task:
@@ -88,93 +84,3 @@ def test_a_task_in_another_working_directory_loads_its_own_data_by_absolute_conf
     monkeypatch.chdir(tmp_path.parent)
     result = run_task(task)
     assert result.metrics["n_train"] == 24 and os.getcwd() == str(tmp_path.parent)
-
-
-def test_multi_hot_in_the_tf_pipeline_equals_the_dense_matrix():
-    x = MultiHot(SEQS, 10)
-    y = np.arange(4, dtype="float32")
-    batches = list(to_tf_dataset(x, y, batch_size=3).as_numpy_iterator())
-    got = np.concatenate([b[0] for b in batches])
-    np.testing.assert_array_equal(got, x.dense())
-    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
-
-
-def test_tf_dataset_batches_in_order_without_shuffle():
-    x = np.arange(10, dtype="float32").reshape(5, 2)
-    y = np.arange(5, dtype="float32")
-    batches = list(to_tf_dataset(x, y, batch_size=2).as_numpy_iterator())
-    assert [len(b[1]) for b in batches] == [2, 2, 1]
-    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
-    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
-
-
-def test_tf_dataset_without_labels_yields_features_only():
-    x = np.arange(6, dtype="float32").reshape(3, 2)
-    batches = list(to_tf_dataset(x, None, batch_size=2).as_numpy_iterator())
-    assert [len(b) for b in batches] == [1, 1]
-    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
-
-
-def test_tf_dataset_shuffle_is_seeded_complete_and_reshuffled_each_epoch():
-    n = 64
-    x = np.arange(n, dtype="float32").reshape(n, 1)
-    y = np.arange(n, dtype="int64")
-
-    def orders(seed, epochs=3):
-        ds = to_tf_dataset(x, y, batch_size=32, shuffle=True, seed=seed, repeat=True)
-        it = ds.as_numpy_iterator()
-        return [np.concatenate([next(it)[1] for _ in range(2)]).tolist() for _ in range(epochs)]
-
-    first, again = orders(1), orders(1)
-    assert first == again  # the seed fixes every epoch's order
-    for order in first:
-        assert sorted(order) == list(range(n))  # every row once per epoch
-        assert order != list(range(n))  # shuffled across the whole set
-    assert first[0] != first[1] != first[2]  # a new order each epoch
-    assert orders(2)[0] != first[0]
-    # the shuffle buffer covers every row: the first batch draws from the whole set, not the first rows
-    assert max(first[0][:32]) >= 32 and max(orders(3)[0][:32]) >= 32
-
-
-def test_tf_dataset_repeat_goes_on_past_one_epoch_only_when_asked():
-    x = np.arange(3, dtype="float32").reshape(3, 1)
-    assert len(list(to_tf_dataset(x, x, batch_size=2).as_numpy_iterator())) == 2
-    it = to_tf_dataset(x, x, batch_size=2, repeat=True).as_numpy_iterator()
-    got = [next(it)[0].ravel().tolist() for _ in range(4)]
-    assert got == [[0, 1], [2], [0, 1], [2]]
-
-
-def test_tf_dataset_multi_hot_drops_ids_past_the_width_and_is_float32():
-    x = MultiHot(SEQS, 5)  # ids 5..9 are out of the vocabulary
-    ds = to_tf_dataset(x, np.zeros(4, dtype="float32"), batch_size=4)
-    assert ds.element_spec[0].shape.as_list() == [None, 5]
-    (bx, _), = list(ds.as_numpy_iterator())
-    assert bx.dtype == np.float32
-    np.testing.assert_array_equal(bx, x.dense())
-    assert bx[3].tolist() == [0, 0, 0, 0, 1]
-
-
-def test_tf_dataset_encodes_each_multi_hot_input_of_a_dict():
-    seqs = MultiHot(SEQS, 10)
-    dense = np.arange(8, dtype="float32").reshape(4, 2)
-    y = np.arange(4, dtype="float32")
-    ds = to_tf_dataset({"words": seqs, "num": dense}, y, batch_size=3)
-    assert ds.element_spec[0]["words"].shape.as_list() == [None, 10]
-    batches = list(ds.as_numpy_iterator())
-    words = np.concatenate([b[0]["words"] for b in batches])
-    np.testing.assert_array_equal(words, seqs.dense())
-    np.testing.assert_array_equal(np.concatenate([b[0]["num"] for b in batches]), dense)
-    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
-    # a dict without labels too
-    batches = list(to_tf_dataset({"words": seqs}, None, batch_size=4).as_numpy_iterator())
-    np.testing.assert_array_equal(batches[0][0]["words"], seqs.dense())
-
-
-def test_tf_dataset_shuffled_multi_hot_rows_keep_their_labels():
-    seqs = MultiHot(Ragged.from_lists([[i] for i in range(16)]), 16)
-    y = np.arange(16, dtype="int64")
-    it = to_tf_dataset(seqs, y, batch_size=4, shuffle=True, seed=0).as_numpy_iterator()
-    for bx, by in it:
-        assert bx.argmax(axis=1).tolist() == by.tolist()
-
-
