@@ -3,8 +3,8 @@ installed: its wheels are too large for CI). A process keeps the backend it firs
 so each backend's commands run in one fresh `python` process per backend (the test session itself is
 on TensorFlow): K-fold in-process and with two worker processes, IMDB-style multi-hot sequences, a
 CSV with two outputs, an NPZ, evaluate, and a sweep. A hook in every process of it (sitecustomize)
-records any import of TensorFlow: none of them may import it. Then the suite's training test modules
-(TRAINING_TESTS) run again, whole, on each of those backends."""
+records any import of TensorFlow: none of them may import it. test_backend_suite.py runs the suite's
+training test modules again on those backends."""
 
 import importlib.util
 import json
@@ -188,21 +188,6 @@ def test_a_sweep_runs_every_trial(runs):
     sweep = read(only(folder / "sweeps") / "sweep.json")
     assert read(only(folder / "sweeps") / "status.json")["status"] == "completed"
     assert [t["status"] for t in sweep["trials"]] == ["completed", "completed"]
-
-
-# the training tests of the suite, run again on each other backend (conftest.py: KEXP_TEST_BACKEND)
-TRAINING_TESTS = ["test_experiment.py", "test_training.py", "test_functional.py", "test_metrics.py",
-                  "test_class_weights.py", "test_models.py"]
-
-
-@pytest.mark.parametrize("name", OTHER)
-def test_the_training_tests_pass_on_every_installed_backend(name):
-    tests = Path(__file__).parent
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
-                           *(str(tests / module) for module in TRAINING_TESTS)], cwd=tests.parent,
-                          env={**os.environ, "KEXP_TEST_BACKEND": name}, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stdout[-6000:]
-    assert " passed" in done.stdout.strip().splitlines()[-1]
 
 
 def test_validate_names_a_layer_the_backend_cannot_run_with_its_key_and_the_backend(runs):

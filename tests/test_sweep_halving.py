@@ -46,7 +46,8 @@ def sweep_of(tmp_path: Path, data: dict = HALVING, **kwargs):
 
 
 def scores(record: dict) -> dict:
-    return {t["id"]: [(r["epochs"], r["objective"]) for r in t.get("rungs") or []] for t in record["trials"]}
+    """(trial id, rung's epochs) -> the rung's objective, for every rung each trial reached."""
+    return {(t["id"], r["epochs"]): r["objective"] for t in record["trials"] for r in t.get("rungs") or []}
 
 
 @pytest.fixture(scope="module")
