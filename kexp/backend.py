@@ -58,11 +58,6 @@ def installed(name: str) -> bool:
         return False
 
 
-def available() -> list[str]:
-    """The backends whose package is installed here."""
-    return [name for name in NAMES if installed(name)]
-
-
 def resolve(name: str | None, where: str = "backend") -> str:
     """The backend to use: `name` (a config's `backend`, or --backend), else Keras' own choice, else
     TensorFlow. A backend Keras does not have, or whose package is missing, is a one-line ConfigError
@@ -237,7 +232,7 @@ def batches(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, seed: int
     multi-hot inputs (`MultiHot`) encoded one batch at a time, (x, y, sample weight) with `weights`.
     `repeat`: endless, for `fit` with `steps_per_epoch` (tf.data only; a PyDataset is one epoch long and
     Keras starts it again each epoch)."""
-    if (os.environ.get("KERAS_BACKEND") or "tensorflow") == "tensorflow":
+    if current() in (None, "tensorflow"):
         return tf_dataset(x, y, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, weights=weights)
     return array_batches(x, y, batch_size, shuffle=shuffle, seed=seed, weights=weights)
 

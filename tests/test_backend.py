@@ -135,7 +135,7 @@ def test_batches_are_the_pipeline_of_the_backend_in_use(monkeypatch, name):
     import keras
     import tensorflow as tf
 
-    monkeypatch.setenv("KERAS_BACKEND", name)
+    monkeypatch.setattr(backend, "current", lambda: name)  # the backend Keras was imported with
     x = np.zeros((4, 2), dtype="float32")
     ds = backend.batches(x, x[:, 0], 2, shuffle=True, seed=0, repeat=True)
     assert isinstance(ds, tf.data.Dataset) if name == "tensorflow" else isinstance(ds, keras.utils.PyDataset)
