@@ -60,6 +60,13 @@ def load(folder: Path):
     return keras.saving.load_model(folder / "model.keras", compile=False)
 
 
+def numpy(tensor) -> np.ndarray:
+    """A model's output as NumPy on any backend (a PyTorch tensor that needs grad refuses np.asarray)."""
+    import keras
+
+    return keras.ops.convert_to_numpy(tensor)
+
+
 def errors(tmp_path, raw, *args) -> list[str]:
     """`kexp validate` of a config: exit code 2, no traceback; the problem lines without the file."""
     path = write(tmp_path, raw)
@@ -88,7 +95,7 @@ def test_a_shared_layer_trains_as_one_set_of_weights_end_to_end(tmp_path):
     import keras
 
     probe = keras.Model(model.inputs, codes.output)
-    out = np.asarray(probe({"sepal": x, "petal": x}))
+    out = numpy(probe({"sepal": x, "petal": x}))
     np.testing.assert_allclose(out[:, :3], out[:, 3:])
 
 
@@ -128,8 +135,8 @@ def test_a_submodel_used_twice_keeps_one_set_of_weights_through_training(tmp_pat
     assert [layer.name for layer in model.layers].count("encoder") == 1
     assert len(model.trainable_weights) == 4
     x = np.random.default_rng(0).random((3, 64)).astype("float32")
-    top_half = np.asarray(encoder(x.reshape(3, 8, 8)[:, :4]))
-    codes = np.asarray(__import__("keras").Model(model.inputs, model.get_layer("codes").output)(x))
+    top_half = numpy(encoder(x.reshape(3, 8, 8)[:, :4]))
+    codes = numpy(__import__("keras").Model(model.inputs, model.get_layer("codes").output)(x))
     np.testing.assert_allclose(codes[:, :32], top_half, rtol=1e-5, atol=1e-6)
 
 
@@ -194,7 +201,7 @@ def test_transfer_of_a_keras_file_and_of_a_middle_range_round_trips(tmp_path):
     model.save(tmp_path / "whole.keras")
     again = keras.saving.load_model(tmp_path / "whole.keras", compile=False)
     x = np.ones((2, 4), dtype="float32")
-    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(again(x)), rtol=1e-6)
+    np.testing.assert_allclose(numpy(model(x)), numpy(again(x)), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- layers as arguments
