@@ -1,6 +1,6 @@
 """Boston 24-point grid, each point scored by 4-fold CV: the hand-written loop against `kexp sweep`.
 
-    python benchmarks/bench_sweep.py [--epochs 100] [--workers 2] [--backend tensorflow|jax|torch]
+    python benchmarks/bench_sweep.py [--epochs 100] [--workers 2] [--backends tensorflow jax torch]
 
 Runs `../shared/reference/boston_grid_baseline.py` (units {32, 64} x 1 or 2 hidden layers x learning
 rate {1e-3, 3e-3, 1e-2} x batch {16, 32}; a point's score is the fold mean of the validation MAE curve
@@ -11,7 +11,10 @@ workers (target >= 90%: time(1) / (N x time(N))), and each one's best point with
 mean ± std over folds; the same best point within one std is the target). Then the same space with
 `search.method: halving` (eta 3, rungs 12, 36, 100 epochs) on N workers: the epochs it trained
 against the grid's (target <= 35%) and its best objective against the grid's best ± std.
-`--backend`: kexp's Keras backend (the reference is a plain Keras script on TensorFlow).
+`--backends tensorflow jax`: kexp's Keras backends, each measured in turn against the one reference
+run (a plain Keras script on TensorFlow). Last, this machine's own ceiling for the parallel
+efficiency: a pure-Python CPU loop run alone, then as two processes at once (no work shared, nothing
+to wait for; `bench_cores.py`, which also measures plain Keras that way).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import arguments, last_json, measure
+from bench_cores import LOOP, efficiency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,13 +37,13 @@ def point_of(params: dict) -> dict:
             "learning_rate": params["compile.optimizer.learning_rate"], "batch_size": params["training.batch_size"]}
 
 
-def kexp(args, workers: int, *more: str) -> tuple[dict, dict]:
+def kexp(args, backend: str, workers: int, *more: str) -> tuple[dict, dict]:
     from kexp.layout import read_sweep
 
     with tempfile.TemporaryDirectory() as runs:
         result = measure([sys.executable, "-m", "kexp", "sweep", str(ROOT / "configs" / "boston_sweep.yaml"),
                           "--quiet", "--runs-dir", runs, "--workers", str(workers),
-                          "--set", f"training.epochs={args.epochs}", "--backend", args.backend, *more],
+                          "--set", f"training.epochs={args.epochs}", "--backend", backend, *more],
                          env={"KEXP_DATA_DIR": args.data_dir})
         sweep = read_sweep(next(Path(runs).iterdir())).to_dict()
     return result, sweep
@@ -49,20 +53,30 @@ def main() -> None:
     parser = arguments(__doc__)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow"], choices=["tensorflow", "jax", "torch"])
     args = parser.parse_args()
-    print(f"kexp on the {args.backend} backend", flush=True)
 
-    sweeps = {}
-    for workers in (1, args.workers):  # kexp first: a mistake shows before the reference's long run
-        sweeps[workers] = kexp(args, workers)
-        print(f"kexp -j{workers}: {sweeps[workers][0]['wall_s']:.1f} s", flush=True)
-    halving = kexp(args, args.workers, "--set", "search.method=halving")
-    print(f"kexp halving -j{args.workers}: {halving[0]['wall_s']:.1f} s", flush=True)
+    measured = {}
+    for backend in args.backends:  # kexp first: a mistake shows before the reference's long run
+        sweeps = {}
+        for workers in (1, args.workers):
+            sweeps[workers] = kexp(args, backend, workers)
+            print(f"kexp on {backend} -j{workers}: {sweeps[workers][0]['wall_s']:.1f} s", flush=True)
+        halving = kexp(args, backend, args.workers, "--set", "search.method=halving")
+        print(f"kexp on {backend}, halving -j{args.workers}: {halving[0]['wall_s']:.1f} s", flush=True)
+        measured[backend] = sweeps, halving
     ref = measure([sys.executable, str(Path(args.reference) / "boston_grid_baseline.py"), "--data-dir",
                    args.data_dir, "--epochs", str(args.epochs), "--seed", "0"])
     reference = last_json(ref["stdout"])
     print(f"reference {ref['wall_s']:8.1f} s  best {reference['best']}")
+    for backend, (sweeps, halving) in measured.items():
+        report(args, backend, sweeps, halving, ref, reference)
+    print(f"this machine's ceiling, {args.workers} CPU-bound Python processes at once against one alone: "
+          f"{efficiency(LOOP, [], args.workers):.0%} parallel efficiency (benchmarks/bench_cores.py: with Keras too)")
+
+
+def report(args, backend: str, sweeps: dict, halving: tuple, ref: dict, reference: dict) -> None:
+    print(f"--- kexp on {backend}")
     for workers, (result, sweep) in sweeps.items():
         best = next(t for t in sweep["trials"] if t["id"] == sweep["best"]["trial"])
         ref_score = next(p["val_mae"] for p in reference["points"]

@@ -152,7 +152,9 @@ def start_backend(threads: int | None = None) -> None:
             if threads:
                 try:
                     tf.config.threading.set_intra_op_parallelism_threads(threads)
-                    tf.config.threading.set_inter_op_parallelism_threads(threads)
+                    # one inter-op thread leaves a worker waiting on itself (the input pipeline and the
+                    # step each need one): 25% slower at the same CPU time (benchmarks/README.md)
+                    tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
                 except RuntimeError:
                     pass  # already started; keep what it has
             tf.constant(0)  # start the runtime now, while its chatter is silenced

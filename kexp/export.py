@@ -118,12 +118,9 @@ def _plan(paths: list[str | Path], warnings: list[str]) -> list[tuple[Path | Non
         if runs.is_sweep_folder(path):
             groups.setdefault(path.resolve(), [])
     for path in runs.find_runs(paths):
-        record = runs.read_run(path)
-        if record.status_data is None and record.config is None and record.metrics is None:
-            warnings.append(f"{path}: skipped, nothing readable ({'; '.join(record.problems) or 'empty'})")
+        record = runs.readable_run(path, warnings, "exported")
+        if record is None:
             continue
-        if record.problems:
-            warnings.append(f"{path}: {'; '.join(record.problems)}; exported as far as readable")
         sweep = runs.sweep_of(path.resolve())
         groups.setdefault(sweep, []).append(_Run(path=path.resolve(), row=make_row(record), sweep=sweep))
     if not groups:

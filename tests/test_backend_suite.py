@@ -13,7 +13,7 @@ import pytest
 OTHER = [name for name in ("jax", "torch") if importlib.util.find_spec(name) is not None]
 
 # the training tests of the suite, run again on each other backend (conftest.py: KEXP_TEST_BACKEND)
-TRAINING_TESTS = ["test_experiment.py", "test_training.py", "test_functional.py", "test_metrics.py",
+TRAINING_TESTS = ["test_experiment.py", "test_training.py", "test_functional.py", "test_metrics.py", "test_reuse.py",
                   "test_class_weights.py", "test_models.py"]
 
 

@@ -85,6 +85,22 @@ def test_a_failed_first_write_leaves_no_file_at_all(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_history_row_is_on_disk_at_each_epoch_and_durable_when_the_split_ends(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    path = tmp_path / "history.csv"
+    writer = runs.HistoryWriter(path)
+    writer.append(1, {"loss": 0.5})
+    writer.append(2, {"loss": 0.25})
+    assert path.read_text() == "epoch,loss\n1,0.5\n2,0.25\n"  # what another process reads while it trains
+    assert synced == []  # no fsync per epoch
+    writer.close()
+    assert synced == [str(path)]
+    writer.close()
+    assert synced == [str(path)]
+
+
 def test_write_json_is_atomic_and_writes_nan_as_null(tmp_path, monkeypatch):
     target = tmp_path / "target.json"
     runs.write_json(target, {"a": 1})

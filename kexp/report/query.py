@@ -62,12 +62,9 @@ def load_rows(paths: Sequence[str | Path], newest: int | None = None) -> tuple[l
         want = None
     rows, warnings = [], []
     for path in reversed(found) if want else found:
-        record = runs.read_run(path)
-        if record.status_data is None and record.config is None and record.metrics is None:
-            warnings.append(f"{path}: skipped, nothing readable ({'; '.join(record.problems) or 'empty'})")
+        record = runs.readable_run(path, warnings)
+        if record is None:
             continue
-        if record.problems:
-            warnings.append(f"{path}: {'; '.join(record.problems)}; listed as far as readable")
         rows.append(make_row(record))
         if want and len(rows) >= want:
             break
