@@ -11,6 +11,9 @@ workers (target >= 90%: time(1) / (N x time(N))), and each one's best point with
 mean ± std over folds; the same best point within one std is the target). Then the same space with
 `search.method: halving` (eta 3, rungs 12, 36, 100 epochs) on N workers: the epochs it trained
 against the grid's (target <= 35%) and its best objective against the grid's best ± std.
+`--one-cpu`: also `--workers 1` confined to one CPU (taskset), since one worker's runtime threads
+already use part of a second CPU: time(1 CPU) / (N x time(N)) is the efficiency of the executor itself.
+`--no-reference`: kexp alone (efficiency and halving, no speed-up), minutes instead of half an hour.
 `--backends tensorflow jax`: kexp's Keras backends, each measured in turn against the one reference
 run (a plain Keras script on TensorFlow). Last, this machine's own ceiling for the parallel
 efficiency: a pure-Python CPU loop run alone, then as two processes at once (no work shared, nothing
@@ -19,6 +22,7 @@ to wait for; `bench_cores.py`, which also measures plain Keras that way).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -37,11 +41,12 @@ def point_of(params: dict) -> dict:
             "learning_rate": params["compile.optimizer.learning_rate"], "batch_size": params["training.batch_size"]}
 
 
-def kexp(args, backend: str, workers: int, *more: str) -> tuple[dict, dict]:
+def kexp(args, backend: str, workers: int, *more: str, cpus: str | None = None) -> tuple[dict, dict]:
     from kexp.layout import read_sweep
 
     with tempfile.TemporaryDirectory() as runs:
-        result = measure([sys.executable, "-m", "kexp", "sweep", str(ROOT / "configs" / "boston_sweep.yaml"),
+        pinned = ["taskset", "-c", cpus] if cpus else []
+        result = measure([*pinned, sys.executable, "-m", "kexp", "sweep", str(ROOT / "configs" / "boston_sweep.yaml"),
                           "--quiet", "--runs-dir", runs, "--workers", str(workers),
                           "--set", f"training.epochs={args.epochs}", "--backend", backend, *more],
                          env={"KEXP_DATA_DIR": args.data_dir})
@@ -54,6 +59,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=["tensorflow"], choices=["tensorflow", "jax", "torch"])
+    parser.add_argument("--one-cpu", action="store_true")
+    parser.add_argument("--no-reference", action="store_true")
     args = parser.parse_args()
 
     measured = {}
@@ -62,13 +69,18 @@ def main() -> None:
         for workers in (1, args.workers):
             sweeps[workers] = kexp(args, backend, workers)
             print(f"kexp on {backend} -j{workers}: {sweeps[workers][0]['wall_s']:.1f} s", flush=True)
+        if args.one_cpu:
+            sweeps["1cpu"] = kexp(args, backend, 1, cpus=str(min(os.sched_getaffinity(0))))
+            print(f"kexp on {backend} -j1 on one CPU: {sweeps['1cpu'][0]['wall_s']:.1f} s", flush=True)
         halving = kexp(args, backend, args.workers, "--set", "search.method=halving")
         print(f"kexp on {backend}, halving -j{args.workers}: {halving[0]['wall_s']:.1f} s", flush=True)
         measured[backend] = sweeps, halving
-    ref = measure([sys.executable, str(Path(args.reference) / "boston_grid_baseline.py"), "--data-dir",
-                   args.data_dir, "--epochs", str(args.epochs), "--seed", "0"])
-    reference = last_json(ref["stdout"])
-    print(f"reference {ref['wall_s']:8.1f} s  best {reference['best']}")
+    ref = reference = None
+    if not args.no_reference:
+        ref = measure([sys.executable, str(Path(args.reference) / "boston_grid_baseline.py"), "--data-dir",
+                       args.data_dir, "--epochs", str(args.epochs), "--seed", "0"])
+        reference = last_json(ref["stdout"])
+        print(f"reference {ref['wall_s']:8.1f} s  best {reference['best']}")
     for backend, (sweeps, halving) in measured.items():
         report(args, backend, sweeps, halving, ref, reference)
     print(f"this machine's ceiling, {args.workers} CPU-bound Python processes at once against one alone: "
@@ -79,11 +91,13 @@ def report(args, backend: str, sweeps: dict, halving: tuple, ref: dict, referenc
     print(f"--- kexp on {backend}")
     for workers, (result, sweep) in sweeps.items():
         best = next(t for t in sweep["trials"] if t["id"] == sweep["best"]["trial"])
-        ref_score = next(p["val_mae"] for p in reference["points"]
-                         if all(p[k] == v for k, v in point_of(best["params"]).items()))
-        print(f"kexp -j{workers:<3} {result['wall_s']:8.1f} s  {ref['wall_s'] / result['wall_s']:5.2f}x  best "
-              f"{point_of(best['params'])} val MAE {best['objective']:.3f} ± {best['objective_std']:.3f} "
-              f"(the reference scored that point {ref_score:.3f})")
+        against = ""
+        if reference is not None:
+            ref_score = next(p["val_mae"] for p in reference["points"]
+                             if all(p[k] == v for k, v in point_of(best["params"]).items()))
+            against = f"  {ref['wall_s'] / result['wall_s']:5.2f}x (the reference scored that point {ref_score:.3f})"
+        print(f"kexp -j{workers:<4} {result['wall_s']:8.1f} s  best {point_of(best['params'])} val MAE "
+              f"{best['objective']:.3f} ± {best['objective_std']:.3f}{against}")
     grid = sweeps[args.workers][1]
     top = next(t for t in grid["trials"] if t["id"] == grid["best"]["trial"])
     found = next(t for t in halving[1]["trials"] if t["id"] == halving[1]["best"]["trial"])
@@ -95,9 +109,15 @@ def report(args, backend: str, sweeps: dict, halving: tuple, ref: dict, referenc
           f"the grid's best {top['objective']:.3f} ± {top['objective_std']:.3f}: "
           f"{'within' if within else 'NOT within'} one std (target)")
     one, many = sweeps[1][0]["wall_s"], sweeps[args.workers][0]["wall_s"]
-    print(f"speed-up over the reference: {ref['wall_s'] / one:.2f}x (-j1), {ref['wall_s'] / many:.2f}x "
-          f"(-j{args.workers}) (target >= 5x); parallel efficiency 1 -> {args.workers} workers: "
-          f"{one / (args.workers * many):.0%} (target >= 90%)")
+    if ref is not None:
+        print(f"speed-up over the reference: {ref['wall_s'] / one:.2f}x (-j1), {ref['wall_s'] / many:.2f}x "
+              f"(-j{args.workers}) (target >= 5x)")
+    print(f"parallel efficiency 1 -> {args.workers} workers: {one / (args.workers * many):.0%} (target >= 90%)")
+    if "1cpu" in sweeps:
+        alone = sweeps["1cpu"][0]["wall_s"]
+        print(f"-j1 on one CPU {alone:.1f} s against {one:.1f} s on all: one worker's runtime threads use "
+              f"{alone / one - 1:.0%} more; against it, 1 -> {args.workers} workers: "
+              f"{alone / (args.workers * many):.0%} (zero overhead gives 100%)")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from kexp.models import (
     make_metrics,
     metric_directions,
 )
-from kexp.preprocessing import MultiHot, Preprocessor, loss_encoding, n_rows
+from kexp.preprocessing import MultiHot, Preprocessor, as_outputs, loss_encoding, n_rows
 from kexp.training import class_weights, input_shape
 from kexp.validation import splits_for
 
@@ -142,15 +142,18 @@ def _check_metrics_on_labels(config: Config, data, model, pre: Preprocessor, sam
             return {k: dense(v) for k, v in value.items()}
         return value.dense() if isinstance(value, MultiHot) else value
 
+    import keras
+
     outputs = list(model.output_names)
     try:
-        predicted = model(dense(pre.transform(take(data.x_train, sample))), training=False)
+        y_pred = model(dense(pre.transform(take(data.x_train, sample))), training=False)
     except Exception:  # a model that cannot run is reported by training itself
         return
+    predicted = y_pred
     if not isinstance(predicted, dict):
         predicted = dict(zip(outputs, predicted if isinstance(predicted, (list, tuple)) else [predicted]))
-    labels = pre.labels(take(data.y_train, sample))
-    labels = labels if isinstance(labels, dict) else {outputs[0]: labels}
+    y = as_outputs(pre.labels(take(data.y_train, sample)), model)
+    labels = y if isinstance(y, dict) else {outputs[0]: y}
     encodings = pre.label_encodings if isinstance(pre.label_encodings, dict) else {outputs[0]: pre.label_encodings}
     built = make_metrics(config, outputs, Problems())
     per_output = built if isinstance(built, dict) else {outputs[0]: built or []}
@@ -158,20 +161,32 @@ def _check_metrics_on_labels(config: Config, data, model, pre: Preprocessor, sam
     for out, metrics in per_output.items():
         base = f"compile.metrics.{out}" if isinstance(configured, dict) else "compile.metrics"
         for i, metric in enumerate(metrics):
+            if isinstance(metric, str) and metric.lower() not in ("accuracy", "acc"):  # Keras picks those by loss
+                metric = keras.metrics.get(metric)  # as compile resolves it
+                metric = metric if hasattr(metric, "update_state") else keras.metrics.MeanMetricWrapper(metric)
             if not hasattr(metric, "update_state") or out not in labels:
                 continue
             try:
                 metric.update_state(labels[out], predicted[out])
             except Exception as exc:
                 if encodings.get(out) == "sparse":
+                    other = ("use sparse_categorical_crossentropy" if "crossentropy" in metric.name
+                             else "use it on a binary target (one sigmoid unit)")
                     problems.add(f"{base}.{i}", f"{metric.name} needs one 0/1 column per class; the labels are class "
                                  "ids (sparse); set preprocessing.labels: categorical with loss: "
-                                 "categorical_crossentropy, or use it on a binary target (one sigmoid unit)")
+                                 f"categorical_crossentropy, or {other}")
                 else:
                     problems.add(f"{base}.{i}", f"{metric.name} cannot be computed on these {encodings.get(out)} "
                                  f"labels; Keras says: {first_line(exc)}")
         if base == "compile.metrics" and len(per_output) > 1:
             break  # one list for every output: each problem once
+    if any(line.startswith("compile.metrics") for line in problems.lines):
+        return
+    try:  # and all of them as the compiled model computes them in training
+        model.compute_metrics(None, y, y_pred, None)
+    except Exception as exc:
+        problems.add("compile.metrics", f"Keras cannot compute these metrics on the model's outputs and the "
+                     f"labels; Keras says: {first_line(exc)}")
 
 
 def _check_class_weight(config: Config, data, problems: Problems) -> None:

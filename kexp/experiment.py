@@ -72,6 +72,7 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
     training at the next epoch end as an interruption (the CLI sets it on SIGINT/SIGTERM)."""
     if executor is None:
         with LocalProcessExecutor(workers) as own:
+            own.start(split_count(config))  # workers start up while this process loads and checks the data
             return execute(config, command=command, runs_dir=runs_dir, config_path=config_path, argv=argv,
                            observer=observer, resume=resume, executor=own, stop=stop)
     stop = stop or threading.Event()
@@ -83,6 +84,12 @@ def execute(config: Config, *, command: str, runs_dir: Path, config_path: Path |
         for result in executor.run(pending.tasks, pending.emit, pending.context):
             pending.finished(result)
         return pending.finish()
+
+
+def split_count(config: Config) -> int:
+    """How many split tasks the config trains (a hold-out's final model aside)."""
+    scheme = config.validation
+    return scheme.n_splits * scheme.repeats if isinstance(scheme, KFold) else 1
 
 
 def prepare(config: Config, *, command: str, runs_dir: Path, executor: Executor, stop: threading.Event,

@@ -81,6 +81,22 @@ def encode_labels(y: np.ndarray, encoding: str, num_classes: int | None) -> np.n
     return np.asarray(y, dtype="float32")
 
 
+def as_outputs(labels: Any, model) -> Any:
+    """Labels of one value a row as a column where the model's output has one unit, e.g. (n,) -> (n, 1)
+    for a sigmoid: Keras' losses align the two ranks themselves, its metric functions
+    (binary_crossentropy, ...) fail on them. Dict labels go by output name; other labels are kept."""
+    shapes = {name: tuple(tensor.shape) for name, tensor in zip(model.output_names, model.outputs)}
+
+    def column(values, shape):
+        if shape is not None and len(shape) == 2 and shape[-1] == 1 and getattr(values, "ndim", None) == 1:
+            return values.reshape(-1, 1)
+        return values
+
+    if isinstance(labels, dict):
+        return {out: column(values, shapes.get(out)) for out, values in labels.items()}
+    return column(labels, next(iter(shapes.values()))) if len(shapes) == 1 else labels
+
+
 def pad_sequences(seqs: Ragged, maxlen: int, padding: str = "pre", truncating: str = "pre",
                   value: int = 0) -> np.ndarray:
     """Keras' `pad_sequences` semantics, vectorized over a Ragged batch."""

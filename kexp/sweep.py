@@ -29,7 +29,7 @@ from kexp import layout, runs
 from kexp.config import Config, KFold, validate_config
 from kexp.errors import ConfigError, Interrupted, RunError
 from kexp.executor import Executor, LocalProcessExecutor
-from kexp.experiment import Observer, execute, load_data
+from kexp.experiment import Observer, execute, load_data, split_count
 from kexp.runfolder import environment, start_run
 from kexp.trials import Batch, dataset_key
 
@@ -107,13 +107,15 @@ def run_sweep(config: Config, *, config_path: Path | None, runs_dir: Path, argv:
     stop = stop or threading.Event()
     source = str(config_path) if config_path else "<config>"
     planned = search.plan(config, source, yes=yes)
-    datasets = check_trials(planned, config_path, source)
-    if resume is not None:
-        sweep = _reopen(resume, planned)
-    else:
-        sweep = _start(config, planned, runs_dir, argv or [], config_path)
-    env = environment(config, argv or [], config_path)
     with (LocalProcessExecutor(workers) if executor is None else _Borrowed(executor)) as shared:
+        if executor is None:  # workers start up while this process checks every trial
+            shared.start(len(planned.trials) * split_count(config))
+        datasets = check_trials(planned, config_path, source)
+        if resume is not None:
+            sweep = _reopen(resume, planned)
+        else:
+            sweep = _start(config, planned, runs_dir, argv or [], config_path)
+        env = environment(config, argv or [], config_path)
         try:
             def batch(rung: int | None = None) -> Batch:
                 return Batch(sweep, planned, observer, stop, shared, datasets, config_path, env, rung)
@@ -168,20 +170,33 @@ def check_trials(planned, config_path: Path | None, source: str, data: bool = Tr
     from kexp.checks import check, check_without_data
 
     datasets: dict[str, object] = {}  # a search may vary the dataset's own settings
-    problems: list[str] = []
-    for trial in _distinct(planned.trials):
+    unloadable: dict[str, list[str]] = {}  # a dataset that cannot be loaded is tried once
+    trials = _distinct(planned.trials)
+    found: list[tuple[object, list[str]]] = []
+    for trial in trials:
         trial_config = validate_config(copy.deepcopy(trial.config), source)
         try:
             if not data:
                 check_without_data(trial_config, source)
                 continue
             spec = dataset_key(trial_config)
+            if spec in unloadable:
+                raise ConfigError(unloadable[spec])
             if spec not in datasets:
-                datasets[spec] = load_data(trial_config, config_path.parent if config_path else None, source)
+                try:
+                    datasets[spec] = load_data(trial_config, config_path.parent if config_path else None, source)
+                except ConfigError as exc:
+                    unloadable[spec] = exc.problems
+                    raise
             check(trial_config, datasets[spec], source)
         except ConfigError as exc:
-            where = f"search (trial {trial.id}: {_params_text(trial.params)})"
-            problems += [line.replace(f"{source}: ", f"{source}: {where}: ", 1) for line in exc.problems]
+            found.append((trial, exc.problems))
+    # a problem of every trial is the config's own: said once, not once a trial
+    common = set.intersection(*(set(lines) for _, lines in found)) if len(found) == len(trials) > 1 else set()
+    problems = [line for line in found[0][1] if line in common] if common else []
+    for trial, lines in found:
+        where = f"search (trial {trial.id}: {_params_text(trial.params)})"
+        problems += [line.replace(f"{source}: ", f"{source}: {where}: ", 1) for line in lines if line not in common]
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     return datasets

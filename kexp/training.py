@@ -33,7 +33,7 @@ from kexp.errors import ConfigError, Problems
 from kexp.executor import Event, Task, TaskResult
 from kexp.models import make_callbacks, metric_directions
 from kexp.plugins import import_config_plugins
-from kexp.preprocessing import MultiHot, Preprocessor, feature_shape, n_rows
+from kexp.preprocessing import MultiHot, Preprocessor, as_outputs, feature_shape, n_rows
 from kexp.validation import Split
 
 EVAL_BATCH = 1024
@@ -153,6 +153,7 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
             checkpoint = scratch / "checkpoint.keras"
             checkpoint.write_bytes(task.initial_model)
             model = keras.saving.load_model(checkpoint, safe_mode=True)
+        y_tr = as_outputs(y_tr, model)
         batch = config.training.batch_size
         weights, class_weight = training_weights(config, data, split.train_idx)
         train_ds = batches(x_tr, y_tr, batch, shuffle=config.training.shuffle, seed=seed, repeat=True,
@@ -160,7 +161,7 @@ def run_task(task: Task, emit: Callable[[Event], None] = lambda event: None,
         val_ds = None
         if len(split.val_idx):
             x_va = pre.transform(take(data.x_train, split.val_idx))
-            y_va = pre.labels(take(data.y_train, split.val_idx))
+            y_va = as_outputs(pre.labels(take(data.y_train, split.val_idx)), model)
             val_ds = batches(x_va, y_va, max(batch, EVAL_BATCH))
         monitor, mode = config.validation.monitor, monitor_mode(config)
         if val_ds is None:
@@ -276,7 +277,7 @@ def _split_metrics(logs: list[dict], monitor: str, mode: str, split: Split, seed
 def _test_scores(config: Config, data, model, pre: Preprocessor) -> dict | None:
     if data.x_test is None or not n_rows(data.x_test):
         return None
-    x_te, y_te = pre.transform(data.x_test), pre.labels(data.y_test)
+    x_te, y_te = pre.transform(data.x_test), as_outputs(pre.labels(data.y_test), model)
     ds = batches(x_te, y_te, max(config.training.batch_size, EVAL_BATCH))
     return {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
 

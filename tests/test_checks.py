@@ -221,6 +221,29 @@ def test_a_metric_class_is_logged_under_one_name_by_check_and_training(tmp_path)
     assert (run / "best.keras").exists()
 
 
+def test_a_probabilistic_metric_on_a_binary_target_passes_the_checks(tmp_path):
+    text = """\
+    dataset: {name: breast_cancer}
+    model:
+      layers:
+        - {layer: Dense, units: 1, activation: sigmoid}
+    compile: {loss: binary_crossentropy, metrics: [accuracy, binary_crossentropy, KLDivergence]}
+    validation: {monitor: val_binary_crossentropy}
+    """
+    assert validate(write(tmp_path, text)) == (0, [])
+
+
+def test_a_metric_named_by_a_string_that_cannot_read_the_labels_is_a_config_error(tmp_path):
+    """Keras resolves `metrics: [categorical_crossentropy]` at compile time; on class-id labels it
+    fails in the first training step unless the checks compute it first."""
+    text = IRIS.replace("metrics: [accuracy]", "metrics: [accuracy, categorical_crossentropy]")
+    code, lines = validate(write(tmp_path, text))
+    assert code == 2
+    line = only(lines, "compile.metrics.1")
+    assert "categorical_crossentropy needs one 0/1 column per class" in line
+    assert "or use sparse_categorical_crossentropy" in line
+
+
 def test_a_metric_class_named_without_arguments_keeps_one_name(tmp_path):
     from kexp.config import validate_config
     from kexp.models import make_metrics

@@ -145,3 +145,39 @@ def test_a_worker_that_dies_fails_the_run_with_the_task_named_and_no_worker_left
     with pytest.raises(RunError, match=r"a worker process died \(killed, or out of memory\) while training r0-f"):
         list(LocalProcessExecutor(2).run(_tasks(3), emit, Context()))
     assert killed and not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def _workers() -> list:
+    return [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def test_started_workers_are_up_before_the_first_run_and_run_it_each_on_cpus_of_its_own():
+    with LocalProcessExecutor(2) as executor:
+        executor.start(3)
+        started = _workers()
+        assert len(started) == 2  # spawned now, while the driver would load and check its data
+        results = list(executor.run(_tasks(3), lambda event: None, Context()))
+        assert sorted(r.key for r in results) == ["r0-f0", "r0-f1", "r0-f2"]
+        assert {p.pid for p in _workers()} == {p.pid for p in started}  # the same processes ran the tasks
+        if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
+            first, second = (os.sched_getaffinity(p.pid) for p in started)
+            assert first and second and not first & second
+            assert first | second <= os.sched_getaffinity(0)
+    assert not _workers()
+
+
+def test_one_task_or_one_worker_starts_no_process():
+    with LocalProcessExecutor(2) as executor:
+        executor.start(1)
+        assert not _workers()
+    with LocalProcessExecutor(1) as executor:
+        executor.start(4)
+        assert not _workers()
+
+
+def test_started_workers_are_ended_at_once_when_the_driver_fails_before_any_task():
+    with pytest.raises(ConfigError), LocalProcessExecutor(2) as executor:
+        executor.start(4)
+        assert len(_workers()) == 2
+        raise ConfigError(["c.yaml: model.layers.0: a problem found while the workers start"])
+    assert not _workers()

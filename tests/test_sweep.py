@@ -11,7 +11,7 @@ from helpers import TINY_CONFIG
 
 from kexp import layout
 from kexp.config import load_config
-from kexp.errors import Interrupted
+from kexp.errors import ConfigError, Interrupted
 from kexp.runs import read_json, read_run
 from kexp.sweep import SweepObserver, run_sweep
 from kexp.trials import objective_of
@@ -90,6 +90,31 @@ def test_two_workers_give_the_same_sweep_as_one(finished, tmp_path):
         assert by_id[trial["id"]]["params"] == trial["params"]
         assert by_id[trial["id"]]["objective"] == trial["objective"]
         assert by_id[trial["id"]]["objective_std"] == trial["objective_std"]
+
+
+def test_a_trial_that_fails_its_check_stops_a_sweep_on_two_workers_with_none_left_running(tmp_path):
+    import multiprocessing
+
+    bad = {**SWEEP, "search": {**SWEEP["search"], "space": {"model.layers.0.activation": ["relu", "nope"]}}}
+    with pytest.raises(ConfigError) as caught:
+        sweep_of(tmp_path, bad, workers=2)
+    assert any("model.layers.0.activation" in line and "nope" in line for line in caught.value.problems)
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_problem_of_every_trial_is_said_once_and_a_missing_dataset_is_looked_for_once(tmp_path, monkeypatch):
+    from kexp import sweep as sweep_module
+
+    loads = []
+    real = sweep_module.load_data
+    monkeypatch.setattr(sweep_module, "load_data", lambda *args: loads.append(1) or real(*args))
+    missing = {**SWEEP, "dataset": {"name": "csv", "path": "absent.csv", "target": "y"}}
+    with pytest.raises(ConfigError) as caught:
+        sweep_of(tmp_path, missing)
+    (line,) = caught.value.problems
+    assert "absent.csv" in line and "search (trial" not in line and line.startswith(str(tmp_path / "sweep.yaml"))
+    assert len(loads) == 1
 
 
 def test_resume_recomputes_no_finished_trial_or_fold(tmp_path):

@@ -69,6 +69,25 @@ def test_keep_best_emits_the_model_at_each_improvement_and_keep_model_returns_it
     assert set(result.test) == {"loss", "accuracy"} and "Total params" in result.summary
 
 
+def test_labels_of_one_value_a_row_meet_a_one_unit_output_in_every_metric():
+    """Keras' losses align (n,) labels with an (n, 1) output, its metric functions do not: a
+    binary_crossentropy metric (or objective) must still log the same value as the loss."""
+    config = {"seed": 0, "dataset": {"name": "breast_cancer", "test_split": 0.2},
+              "preprocessing": {"standardize": True},
+              "model": {"layers": [{"layer": "Dense", "units": 4, "activation": "relu"},
+                                   {"layer": "Dense", "units": 1, "activation": "sigmoid"}]},
+              "compile": {"loss": "binary_crossentropy", "metrics": ["accuracy", "binary_crossentropy"]},
+              "training": {"epochs": 1, "batch_size": 64},
+              "validation": {"scheme": "holdout", "monitor": "val_binary_crossentropy"}}
+    val = np.arange(0, 400, 4)
+    split = Split("holdout", 0, 0, np.setdiff1d(np.arange(400), val), val)
+    result = run_task(Task("holdout", validate_config(config).to_dict(), None, split, 1, keep_model=True))
+    (logs,) = result.logs
+    assert logs["val_binary_crossentropy"] == pytest.approx(logs["val_loss"], rel=1e-5)
+    assert result.test["binary_crossentropy"] == pytest.approx(result.test["loss"], rel=1e-5)
+    assert result.metrics["best_epoch"] == 1
+
+
 def test_a_stop_request_ends_the_task_at_the_next_epoch_end():
     with pytest.raises(KeyboardInterrupt):
         run_task(tiny_task(epochs=50), should_stop=lambda: True)
