@@ -75,6 +75,17 @@ def resolve(name: str | None, where: str = "backend") -> str:
     return name
 
 
+# Local workers kept on CPUs of their own (kexp.executor): a JAX worker's runtime threads then take their
+# time from it, not from the other workers (Boston grid, 2 workers on 2 CPUs: 61 s against 65 s), while
+# TensorFlow's inter-op threads need the other CPUs' idle moments (251 s against 203 s). PyTorch: unmeasured.
+PINS_WORKERS = {"tensorflow": False, "jax": True, "torch": False}
+
+
+def chosen() -> str:
+    """The backend this process starts Keras with (and the processes it starts, which inherit it)."""
+    return os.environ.get("KERAS_BACKEND") or keras_default()[0] or "tensorflow"
+
+
 def current() -> str | None:
     """The backend Keras was imported with in this process; None before Keras is imported."""
     keras = sys.modules.get("keras")
@@ -122,7 +133,7 @@ def limits(config) -> list[tuple[str, str]]:
 def start_backend(threads: int | None = None) -> None:
     """Import Keras and start its backend once, quietly (TensorFlow's C++ start-up chatter goes to
     /dev/null), with `threads` compute threads when given (worker processes)."""
-    name = os.environ.get("KERAS_BACKEND") or keras_default()[0] or "tensorflow"
+    name = chosen()
     if _started.get(name) and "keras" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -115,8 +115,9 @@ class InProcessExecutor:
 
 
 class LocalProcessExecutor:
-    """Runs tasks in `workers` processes of this machine, each on its share of the CPUs, with as many
-    compute threads; a task goes to whichever worker is free next. One task (or one worker) runs in process instead. The
+    """Runs tasks in `workers` processes of this machine, each with its share of the CPUs' threads (and
+    kept on those CPUs where the backend gains from it, `backend.PINS_WORKERS`); a task goes to
+    whichever worker is free next. One task (or one worker) runs in process instead. The
     worker processes (and the data each has loaded) are kept for the next `run` until `close()`, so a
     sweep pays TensorFlow's start-up once per worker, not once per trial."""
 
@@ -153,12 +154,12 @@ class LocalProcessExecutor:
 
             ctx = mp.get_context("spawn")  # TensorFlow is not fork-safe
             self._events = ctx.Queue()
+            from kexp.backend import PINS_WORKERS, chosen
+
             cpus = _cpus()
             threads = max(1, len(cpus) // workers)
-            # each worker on CPUs of its own (when there are enough): a worker's helper threads then take
-            # their time from it, not from another worker; 5% faster on 2 CPUs (benchmarks/README.md)
-            shares = ([cpus[i * threads:(i + 1) * threads] for i in range(workers)]
-                      if workers <= len(cpus) and hasattr(os, "sched_setaffinity") else None)
+            pin = PINS_WORKERS.get(chosen(), False) and workers <= len(cpus) and hasattr(os, "sched_setaffinity")
+            shares = [cpus[i * threads:(i + 1) * threads] for i in range(workers)] if pin else None
             self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker,
                                              initargs=(threads, self._events, shares, ctx.Value("i", 0)))
         return self._pool

@@ -151,7 +151,12 @@ def _workers() -> list:
     return [p for p in multiprocessing.active_children() if p.is_alive()]
 
 
-def test_started_workers_are_up_before_the_first_run_and_run_it_each_on_cpus_of_its_own():
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "floating"])
+def test_started_workers_are_up_before_the_first_run_and_run_it_where_the_backend_wants_them(monkeypatch, pinned):
+    from kexp import backend
+
+    monkeypatch.setitem(backend.PINS_WORKERS, backend.chosen(), pinned)  # read by the driver as workers start
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     with LocalProcessExecutor(2) as executor:
         executor.start(3)
         started = _workers()
@@ -159,10 +164,12 @@ def test_started_workers_are_up_before_the_first_run_and_run_it_each_on_cpus_of_
         results = list(executor.run(_tasks(3), lambda event: None, Context()))
         assert sorted(r.key for r in results) == ["r0-f0", "r0-f1", "r0-f2"]
         assert {p.pid for p in _workers()} == {p.pid for p in started}  # the same processes ran the tasks
-        if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
-            first, second = (os.sched_getaffinity(p.pid) for p in started)
-            assert first and second and not first & second
-            assert first | second <= os.sched_getaffinity(0)
+        if cpus is not None:
+            shares = [os.sched_getaffinity(p.pid) for p in started]
+            if pinned and len(cpus) >= 2:  # CPUs of its own each
+                assert all(shares) and not shares[0] & shares[1] and shares[0] | shares[1] <= cpus
+            else:
+                assert shares == [cpus, cpus]
     assert not _workers()
 
 
