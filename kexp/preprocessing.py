@@ -85,7 +85,8 @@ def as_outputs(labels: Any, model) -> Any:
     """Labels of one value a row as a column where the model's output has one unit, e.g. (n,) -> (n, 1)
     for a sigmoid: Keras' losses align the two ranks themselves, its metric functions
     (binary_crossentropy, ...) fail on them. Dict labels go by output name; other labels are kept."""
-    shapes = {name: tuple(tensor.shape) for name, tensor in zip(model.output_names, model.outputs)}
+    outputs = getattr(model, "outputs", None) or []  # none known (a subclassed model): as they are
+    shapes = {name: tuple(tensor.shape) for name, tensor in zip(model.output_names, outputs)}
 
     def column(values, shape):
         if shape is not None and len(shape) == 2 and shape[-1] == 1 and getattr(values, "ndim", None) == 1:

@@ -9,6 +9,7 @@ from kexp.errors import ConfigError, DataError
 from kexp.preprocessing import (
     MultiHot,
     Preprocessor,
+    as_outputs,
     encode_labels,
     label_encoding,
     pad_sequences,
@@ -400,3 +401,20 @@ def test_fitted_names_columns_of_same_width_inputs_after_an_image_input():
     assert fitted["b"]["imputed"]["values"] == {"b0": 7.0, "b1": 5.0}
     assert fitted["c"]["imputed"]["values"] == {"c0": 0.0, "c1": 2.0}
     assert pre.transform(x)["img"].shape == (2, 2, 2)
+
+
+def test_labels_take_a_one_unit_output_s_rank_and_leave_the_rest_as_they_are():
+    import keras
+
+    x = keras.Input((3,))
+    price = keras.layers.Dense(1, name="price")(x)
+    band = keras.layers.Dense(4, activation="softmax", name="band")(x)
+    two = keras.Model(x, [price, band])
+    y = {"price": np.arange(5.0), "band": np.arange(5) % 4}
+    out = as_outputs(y, two)
+    assert out["price"].shape == (5, 1) and out["price"][:, 0].tolist() == y["price"].tolist()
+    assert out["band"] is y["band"]  # class ids for a 4-unit softmax stay ids
+    one = keras.Model(x, price)
+    assert as_outputs(np.arange(5.0), one).shape == (5, 1)
+    assert as_outputs(np.ones((5, 1)), one).shape == (5, 1)
+    assert as_outputs(np.arange(5), keras.Model(x, band)).shape == (5,)
